@@ -1,0 +1,1 @@
+"""Sweeps, benchmarks and capacity studies built on the simulator."""

@@ -1,0 +1,1 @@
+"""SimPy simulator of monolithic and prefill/decode-disaggregated LLM serving."""

@@ -1,0 +1,102 @@
+"""KV hand-off from prefill to decode instances over a shared network.
+
+Each instance has one network endpoint whose bandwidth is that of its NICs (or NVLink ports)
+together; the KV of a request moves as one flow from the prefill instance's endpoint to the
+decode instance's. Concurrent flows share bandwidth: an endpoint splits its bandwidth equally
+among the flows through it, and a flow moves at the smaller of its two shares. Rates are
+recomputed whenever a flow starts or ends, so a transfer's duration depends on what else is
+on the wire, as on a real NIC. A fixed latency per transfer (handshake and completion
+notification) comes before the bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import simpy
+
+from sim.catalog import ModelSpec
+
+
+def kv_transfer_bytes(model: ModelSpec, tokens: int) -> float:
+    """Bytes of KV a decode instance pulls for `tokens` prompt tokens (all layers, K and V)."""
+    return tokens * model.kv_bytes_per_token
+
+
+@dataclass(slots=True, eq=False)
+class Endpoint:
+    name: str
+    bandwidth: float      # achievable B/s
+    active_flows: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class Flow:
+    src: Endpoint
+    dst: Endpoint
+    remaining: float
+    on_done: Callable[[], None]
+    rate: float = field(default=0.0)
+
+
+class KVNetwork:
+    """Flows with fair-shared bandwidth; `transfer` calls `on_done` when the bytes have arrived."""
+
+    def __init__(self, env: simpy.Environment, latency_s: float):
+        self.env = env
+        self.latency_s = latency_s
+        self.flows: list[Flow] = []
+        self.peak_concurrent = 0
+        self._updated_at = 0.0
+        self._generation = 0
+
+    def transfer(self, src: Endpoint, dst: Endpoint, nbytes: float, on_done: Callable[[], None]) -> None:
+        flow = Flow(src, dst, float(nbytes), on_done)
+        self.env.timeout(self.latency_s).callbacks.append(lambda _event: self._start(flow))
+
+    def _start(self, flow: Flow) -> None:
+        if flow.remaining <= 0:
+            flow.on_done()
+            return
+        self._advance()
+        self.flows.append(flow)
+        flow.src.active_flows += 1
+        flow.dst.active_flows += 1
+        self.peak_concurrent = max(self.peak_concurrent, len(self.flows))
+        self._reschedule()
+
+    def _advance(self) -> None:
+        elapsed = self.env.now - self._updated_at
+        if elapsed > 0:
+            for flow in self.flows:
+                flow.remaining -= flow.rate * elapsed
+        self._updated_at = self.env.now
+
+    def _reschedule(self) -> None:
+        self._generation += 1
+        if not self.flows:
+            return
+        for flow in self.flows:
+            flow.rate = min(flow.src.bandwidth / flow.src.active_flows,
+                            flow.dst.bandwidth / flow.dst.active_flows)
+        next_s = min(flow.remaining / flow.rate for flow in self.flows)
+        first = [f for f in self.flows if f.remaining / f.rate == next_s]
+        generation = self._generation
+        self.env.timeout(max(0.0, next_s)).callbacks.append(
+            lambda _event: self._finish(generation, first))
+
+    def _finish(self, generation: int, finishing: list[Flow]) -> None:
+        if generation != self._generation:
+            return  # the flow set changed since this completion was planned
+        self._advance()
+        for flow in finishing:
+            flow.remaining = 0.0
+        done = [f for f in self.flows if f.remaining <= 0.0]
+        self.flows = [f for f in self.flows if f.remaining > 0.0]
+        for flow in done:
+            flow.src.active_flows -= 1
+            flow.dst.active_flows -= 1
+        self._reschedule()
+        for flow in done:
+            flow.on_done()

@@ -1,0 +1,65 @@
+"""A request's life across the cluster and its residency on one engine.
+
+`Request` is what the client sees: arrival, first token, completion, and where it ran.
+`Sequence` is what one engine sees: tokens to hold KV for, tokens computed, tokens still to
+emit. A monolithic request has one sequence; a disaggregated one has a sequence on its
+prefill instance (emitting one token that the proxy discards) and one on its decode instance.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+NAN = math.nan
+
+
+@dataclass(slots=True, eq=False)
+class Request:
+    id: int
+    arrival_s: float
+    prompt_tokens: int
+    output_tokens: int
+    status: str = "pending"          # pending | completed | rejected
+    reason: str = ""
+    prefill_instance: int = -1
+    decode_instance: int = -1
+    prefill_start_s: float = NAN
+    prefill_end_s: float = NAN
+    transfer_start_s: float = NAN
+    transfer_end_s: float = NAN
+    first_token_s: float = NAN
+    completion_s: float = NAN
+    tokens_emitted: int = 0
+    last_token_s: float = NAN
+    itl_max_s: float = 0.0
+    num_preemptions: int = 0
+    kv_bytes_transferred: float = 0.0
+
+
+@dataclass(slots=True, eq=False)
+class Sequence:
+    """A request's state on one engine, in vLLM's terms.
+
+    The engine computes KV for `num_tokens` = prompt + tokens emitted here; each step schedules
+    some of the `num_tokens - num_computed` missing ones, and the step that completes them
+    samples one new token. Preemption by recompute resets `num_computed` to 0.
+    """
+
+    request: Request
+    prompt_tokens: int               # tokens whose KV this engine must hold before emitting
+    max_new_tokens: int              # tokens this engine emits before the sequence is done
+    num_computed: int = 0
+    num_emitted: int = 0
+    blocks: int = 0
+    needs_remote_kv: bool = False    # decode side: prompt KV must be pulled before compute
+    engine_id: int = -1
+    _prefilled: bool = field(default=False, repr=False)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.prompt_tokens + self.num_emitted
+
+    @property
+    def finished(self) -> bool:
+        return self.num_emitted >= self.max_new_tokens

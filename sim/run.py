@@ -1,0 +1,90 @@
+"""Run one cluster on one workload and collect its raw results.
+
+This is the library entry point (`simulate`); the command line (`python -m sim`) and the
+benchmarks call it. The simulation itself has no randomness: the workload (built from the
+seed) fully determines the result.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from sim.cluster import Cluster, DisaggregatedCluster, build_cluster
+from sim.config import ClusterSpec
+from sim.request import Request
+from sim.table import requests_table
+from sim.workload import Workload
+
+
+@dataclass
+class RunResult:
+    spec: ClusterSpec
+    requests: pd.DataFrame        # the per-request table (sim.table.REQUEST_COLUMNS)
+    itl_s: np.ndarray             # every inter-token gap of every request
+    utilisation: pd.DataFrame     # one row per (instance, time bin): see utilisation_table
+    instances: pd.DataFrame       # one row per instance: role, steps, KV capacity and peak use
+    peak_concurrent_transfers: int
+    end_s: float                  # simulated time when the last event happened
+    wall_s: float                 # wall-clock seconds the simulation took
+
+    @property
+    def architecture(self) -> str:
+        return self.spec.architecture
+
+
+def simulate(spec: ClusterSpec, workload: Workload, util_bin_s: float = 1.0) -> RunResult:
+    started = time.perf_counter()
+    env = simpy.Environment()
+    cluster = build_cluster(env, spec, util_bin_s)
+    env.process(_arrivals(env, workload, cluster))
+    env.run()
+    wall_s = time.perf_counter() - started
+    network = cluster.network if isinstance(cluster, DisaggregatedCluster) else None
+    return RunResult(spec=spec, requests=requests_table(cluster.requests),
+                     itl_s=np.frombuffer(cluster.itl_s, dtype=np.float64).copy(),
+                     utilisation=utilisation_table(cluster, env.now), instances=instances_table(cluster),
+                     peak_concurrent_transfers=network.peak_concurrent if network else 0,
+                     end_s=env.now, wall_s=wall_s)
+
+
+def _arrivals(env: simpy.Environment, workload: Workload, cluster: Cluster):
+    arrivals = workload.arrival_s.tolist()
+    prompts = workload.prompt_tokens.tolist()
+    outputs = workload.output_tokens.tolist()
+    for i, at in enumerate(arrivals):
+        if at > env.now:
+            yield env.timeout(at - env.now)
+        cluster.arrive(Request(i, at, prompts[i], outputs[i]))
+
+
+def utilisation_table(cluster: Cluster, end_s: float) -> pd.DataFrame:
+    """Columns: role, instance, bin_start_s, bin_s, busy_s, flops, bytes, compute_util, memory_util.
+
+    compute_util = FLOPs / (peak FLOP/s x GPUs x bin width); memory_util likewise with HBM
+    bandwidth: what the GPUs of the instance did, against what they could have done.
+    """
+    frames = []
+    for pool in cluster.spec.pools:
+        for engine in cluster.engines[pool.role]:
+            series = engine.utilisation.series(end_s)
+            bins = len(series["busy_s"])
+            bin_s = engine.utilisation.bin_s
+            frame = pd.DataFrame({"role": pool.role, "instance": engine.instance_id,
+                                  "bin_start_s": np.arange(bins) * bin_s, "bin_s": bin_s, **series})
+            frame["compute_util"] = frame["flops"] / (pool.gpu.peak_flops * pool.tp * bin_s)
+            frame["memory_util"] = frame["bytes"] / (pool.gpu.memory_bandwidth * pool.tp * bin_s)
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def instances_table(cluster: Cluster) -> pd.DataFrame:
+    rows = [{"role": pool.role, "instance": e.instance_id, "tp": pool.tp, "gpu": pool.gpu.name,
+             "steps": e.steps, "kv_blocks": e.kv.capacity, "kv_peak_blocks": e.kv.peak_used,
+             "kv_blocks_in_use_at_end": e.kv.used}
+            for pool in cluster.spec.pools for e in cluster.engines[pool.role]]
+    return pd.DataFrame(rows)

@@ -1,0 +1,154 @@
+"""The per-step decision of one engine, after vLLM v1's scheduler.
+
+Each step has a budget of `max_num_batched_tokens`. Running sequences are served first, in
+order, each taking the tokens it is missing (one for a decode, a chunk for a prefill); when
+the KV blocks for them run out, the most recently admitted running sequence is preempted by
+recompute (its blocks freed, its progress forgotten, put back at the head of the queue). If
+nothing was preempted, waiting sequences are admitted in FCFS order while budget, the
+`max_num_seqs` cap and free blocks allow; the first one that does not fit stops admission.
+
+On a decode instance of a disaggregated cluster, a sequence whose prompt KV lives on a
+prefill instance is admitted by reserving blocks for the whole prompt and starting the pull;
+it uses no token budget and joins the ready queue when its KV has arrived, to compute the
+last prompt token (which samples the first output token), as vLLM's NixlConnector does.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from sim.kv_cache import BlockPool, blocks_for
+from sim.request import Sequence
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerLimits:
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    chunked_prefill: bool
+    block_size: int
+
+
+@dataclass(slots=True)
+class ScheduledStep:
+    seqs: list[Sequence] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    pulls: list[Sequence] = field(default_factory=list)      # KV pulls to start now
+    preempted: list[Sequence] = field(default_factory=list)
+
+    def add(self, seq: Sequence, tokens: int) -> None:
+        self.seqs.append(seq)
+        self.tokens.append(tokens)
+
+
+class Scheduler:
+    """Queues of one engine; `schedule` picks the next step's batch and allocates its blocks."""
+
+    def __init__(self, limits: SchedulerLimits, pool: BlockPool):
+        self.limits = limits
+        self.pool = pool
+        self.running: list[Sequence] = []
+        self.waiting: deque[Sequence] = deque()
+        self.ready: deque[Sequence] = deque()   # remote KV arrived, not yet running
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    def kv_received(self, seq: Sequence) -> None:
+        seq.num_computed = seq.prompt_tokens - 1
+        self.ready.append(seq)
+
+    @property
+    def num_queued(self) -> int:
+        return len(self.waiting) + len(self.ready)
+
+    def schedule(self) -> ScheduledStep:
+        step = ScheduledStep()
+        budget = self.limits.max_num_batched_tokens
+        budget = self._schedule_running(step, budget)
+        if not step.preempted:
+            self._admit_waiting(step, budget)
+        return step
+
+    def remove_finished(self, hold_blocks: bool) -> list[Sequence]:
+        """Drop finished sequences from `running`; free their blocks unless the caller holds them."""
+        done = [s for s in self.running if s.finished]
+        self.running = [s for s in self.running if not s.finished]
+        if not hold_blocks:
+            for seq in done:
+                self.release(seq)
+        return done
+
+    def release(self, seq: Sequence) -> None:
+        self.pool.release(seq.blocks)
+        seq.blocks = 0
+
+    def _tokens_to_schedule(self, seq: Sequence, budget: int) -> int:
+        """Missing tokens capped by the budget; 0 if the prompt may not be split and does not fit."""
+        missing = seq.num_tokens - seq.num_computed
+        if missing <= budget:
+            return missing
+        return budget if self.limits.chunked_prefill else 0
+
+    def _blocks_needed(self, seq: Sequence, tokens: int) -> int:
+        return blocks_for(seq.num_computed + tokens, self.limits.block_size) - seq.blocks
+
+    def _schedule_running(self, step: ScheduledStep, budget: int) -> int:
+        running, pool = self.running, self.pool
+        i = 0
+        while i < len(running) and budget > 0:
+            seq = running[i]
+            tokens = self._tokens_to_schedule(seq, budget)
+            if tokens == 0:
+                i += 1
+                continue
+            need = self._blocks_needed(seq, tokens)
+            while need > pool.free:
+                victim = running.pop()
+                self._preempt(victim)
+                step.preempted.append(victim)
+                if victim is seq:
+                    return budget
+            pool.allocate(need)
+            seq.blocks += need
+            step.add(seq, tokens)
+            budget -= tokens
+            i += 1
+        return budget
+
+    def _admit_waiting(self, step: ScheduledStep, budget: int) -> None:
+        limits, pool = self.limits, self.pool
+        while budget > 0 and len(self.running) < limits.max_num_seqs:
+            queue = self.ready if self.ready else self.waiting
+            if not queue:
+                return
+            seq = queue[0]
+            if seq.needs_remote_kv:
+                need = blocks_for(seq.prompt_tokens, limits.block_size)
+                if need > pool.free:
+                    return
+                pool.allocate(need)
+                seq.blocks = need
+                seq.needs_remote_kv = False
+                queue.popleft()
+                step.pulls.append(seq)
+                continue
+            tokens = self._tokens_to_schedule(seq, budget)
+            if tokens == 0:
+                return
+            need = self._blocks_needed(seq, tokens)
+            if need > pool.free:
+                return
+            pool.allocate(need)
+            seq.blocks += need
+            queue.popleft()
+            self.running.append(seq)
+            step.add(seq, tokens)
+            budget -= tokens
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.release(seq)
+        seq.num_computed = 0
+        seq.request.num_preemptions += 1
+        self.waiting.appendleft(seq)

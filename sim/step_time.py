@@ -1,0 +1,130 @@
+"""Execution time of one engine step, from FLOPs and bytes (a roofline per kernel class).
+
+One step of a vLLM-like engine runs a forward pass over a batch that mixes prefill chunks
+(each with the context already in cache) and decode sequences (one token each). For such a
+batch, on one instance of `tp` GPUs:
+
+* linear layers: 2 FLOPs per active parameter per token; the weights are read once per step
+  (for a MoE model, only the experts that the batch's tokens route to);
+* attention: 4 * q_size FLOPs per (query, key) pair per layer, causal inside a prefill chunk;
+  every KV byte of the context is read once and every new token's KV is written once;
+* lm_head: logits only for the sequences that sample a token this step;
+* tensor parallelism: two all-reduces of the activations per layer (ring algorithm);
+* a fixed host overhead per step (scheduling, input preparation, sampling).
+
+Each kernel class takes max(compute time, memory time) with the calibrated efficiencies of
+`Efficiency`; the classes run one after another, so their times add. Activation traffic and
+element-wise ops are left out: for the batch sizes of LLM serving they are a few percent of
+the GEMM and attention traffic and are absorbed by the calibrated efficiencies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sim.catalog import GPUSpec, ModelSpec
+
+ACTIVATION_BYTES = 2  # bf16 activations in the all-reduce
+
+
+@dataclass(frozen=True, slots=True)
+class BatchShape:
+    """What a step computes, summed over its sequences.
+
+    A sequence that computes `n` tokens after `c` cached ones (a prefill chunk, or a decode
+    step with n = 1) attends over n*c + n*(n+1)/2 (query, key) pairs and reads the KV of
+    c + n tokens; prefill and decode differ only in these numbers.
+    """
+
+    tokens: int = 0             # tokens computed
+    attention_pairs: int = 0    # causal (query, key) pairs
+    kv_read_tokens: int = 0     # KV tokens read by attention
+    sampled_seqs: int = 0       # sequences that produce logits this step
+
+    @classmethod
+    def of(cls, chunks: list[tuple[int, int]], sampled_seqs: int) -> "BatchShape":
+        """From (tokens computed, tokens cached) per sequence."""
+        tokens = pairs = kv = 0
+        for n, c in chunks:   # one loop: this runs once per simulated step
+            tokens += n
+            pairs += chunk_attention_pairs(n, c)
+            kv += n + c
+        return cls(tokens, pairs, kv, sampled_seqs)
+
+
+@dataclass(frozen=True, slots=True)
+class StepCost:
+    """Duration of a step and the work it did on the whole instance."""
+
+    time_s: float
+    flops: float
+    bytes: float
+
+
+def chunk_attention_pairs(chunk: int, context: int) -> int:
+    """(query, key) pairs of a causal chunk of `chunk` tokens after `context` cached tokens."""
+    return chunk * context + chunk * (chunk + 1) // 2
+
+
+def experts_touched(model: ModelSpec, tokens: int) -> float:
+    """Expected distinct experts per layer hit by `tokens` tokens under uniform top-k routing."""
+    if not model.is_moe:
+        return 1.0
+    miss = (1.0 - model.experts_per_token / model.num_experts) ** tokens
+    return model.num_experts * (1.0 - miss)
+
+
+class StepTimeModel:
+    """Pure cost model of one instance (a model on `tp` GPUs of one kind).
+
+    Constants that do not depend on the batch are computed once here, so that `cost` stays
+    cheap: it runs once per simulated step.
+    """
+
+    def __init__(self, model: ModelSpec, gpu: GPUSpec, tp: int):
+        self.model, self.gpu, self.tp = model, gpu, tp
+        eff = gpu.efficiency
+        self._gemm_flops_per_s = gpu.peak_flops * eff.gemm * tp
+        self._attention_flops_per_s = gpu.peak_flops * eff.attention * tp
+        self._memory_bytes_per_s = gpu.memory_bandwidth * eff.memory * tp
+        self._linear_flops_per_token = 2.0 * model.active_params_per_token
+        self._lm_head_flops_per_seq = 2.0 * model.hidden_size * model.vocab_size
+        self._attention_flops_per_pair = 4.0 * model.q_size * model.num_layers
+        # KV heads beyond num_kv_heads are replicated, so each GPU reads its own copy.
+        self._kv_bytes_per_token = model.kv_bytes_per_token * tp / model.kv_shards(tp)
+        lm_head_bytes = model.vocab_size * model.hidden_size * model.weight_bytes_per_param
+        per_layer_dense = model.params_per_layer - model.num_experts * model.expert_params
+        self._dense_weight_bytes = (model.num_layers * per_layer_dense * model.weight_bytes_per_param
+                                    + lm_head_bytes)
+        self._expert_bytes_all_layers = model.num_layers * model.expert_params * model.weight_bytes_per_param
+        if tp > 1:
+            ring = 2.0 * (tp - 1) / tp
+            per_token = ring * model.hidden_size * ACTIVATION_BYTES / (gpu.nvlink_bandwidth * eff.nvlink)
+            calls = 2 * model.num_layers
+            self._allreduce_fixed_s = calls * gpu.allreduce_latency_s
+            self._allreduce_s_per_token = calls * per_token
+        else:
+            self._allreduce_fixed_s = self._allreduce_s_per_token = 0.0
+
+    def weight_bytes_read(self, tokens: int) -> float:
+        experts = experts_touched(self.model, tokens) if self.model.is_moe else 1.0
+        return self._dense_weight_bytes + experts * self._expert_bytes_all_layers
+
+    def cost(self, batch: BatchShape) -> StepCost:
+        tokens = batch.tokens
+        linear_flops = self._linear_flops_per_token * tokens + self._lm_head_flops_per_seq * batch.sampled_seqs
+        weight_bytes = self.weight_bytes_read(tokens)
+        linear_s = max(linear_flops / self._gemm_flops_per_s, weight_bytes / self._memory_bytes_per_s)
+
+        attention_flops = self._attention_flops_per_pair * batch.attention_pairs
+        # Every KV token of the context is read, every new one written.
+        kv_bytes = self._kv_bytes_per_token * (batch.kv_read_tokens + tokens)
+        attention_s = max(attention_flops / self._attention_flops_per_s, kv_bytes / self._memory_bytes_per_s)
+
+        allreduce_s = self._allreduce_fixed_s + self._allreduce_s_per_token * tokens
+        time_s = linear_s + attention_s + allreduce_s + self.gpu.step_overhead_s
+        return StepCost(time_s, linear_flops + attention_flops, weight_bytes + kv_bytes)
+
+    def prefill_time(self, prompt_tokens: int) -> float:
+        """A lone prompt computed in one step (and sampling its first token)."""
+        return self.cost(BatchShape.of([(prompt_tokens, 0)], sampled_seqs=1)).time_s
