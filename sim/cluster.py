@@ -10,8 +10,7 @@ ends, and then computes the last prompt token to sample the first output token.
 
 from __future__ import annotations
 
-from array import array
-
+import numpy as np
 import simpy
 
 from sim.catalog import ModelSpec
@@ -21,6 +20,7 @@ from sim.kv_cache import BlockPool
 from sim.kv_transfer import Endpoint, KVNetwork, kv_transfer_bytes
 from sim.request import Request, Sequence
 from sim.router import Router
+from sim.samples import WeightedSamples
 from sim.step_time import StepTimeModel
 from sim.utilisation import UtilisationTimeline
 
@@ -28,13 +28,14 @@ from sim.utilisation import UtilisationTimeline
 class Cluster:
     """What both architectures share: engines per pool, token accounting, request admission."""
 
-    def __init__(self, env: simpy.Environment, spec: ClusterSpec, util_bin_s: float):
+    def __init__(self, env: simpy.Environment, spec: ClusterSpec, util_bin_s: float, fast_forward: bool):
         self.env = env
         self.spec = spec
         self.model: ModelSpec = spec.model
         self.hop_s = spec.link.proxy_hop_s
+        self.fast_forward = fast_forward
         self.requests: list[Request] = []
-        self.itl_s = array("d")
+        self.itl = WeightedSamples()
         self.engines: dict[str, list[Engine]] = {}
         self.routers: dict[str, Router] = {}
         self._util_bin_s = util_bin_s
@@ -46,7 +47,7 @@ class Cluster:
         for _ in range(pool.instances):
             engines.append(Engine(self.env, self._next_instance, pool.role, pool.tp, pool.limits,
                                   BlockPool(pool.kv_blocks, pool.limits.block_size), step_model, hooks,
-                                  UtilisationTimeline(self._util_bin_s)))
+                                  UtilisationTimeline(self._util_bin_s), self.fast_forward))
             self._next_instance += 1
         self.engines[pool.role] = engines
         self.routers[pool.role] = Router(pool.router, engines)
@@ -74,7 +75,7 @@ class Cluster:
             request.first_token_s = now
         else:
             itl = now - request.last_token_s
-            self.itl_s.append(itl)
+            self.itl.add(itl)
             if itl > request.itl_max_s:
                 request.itl_max_s = itl
         request.last_token_s = now
@@ -84,10 +85,29 @@ class Cluster:
             request.status = "completed"
 
 
+    def _record_repeated_tokens(self, _engine: Engine, seqs: list[Sequence], times: np.ndarray) -> None:
+        """Each sequence emitted a token at every one of `times` after its token at times[0]."""
+        gaps = np.diff(times)
+        self.itl.add_many(gaps, len(seqs))
+        longest = float(gaps.max())
+        last = float(times[-1])
+        extra = len(gaps)
+        for seq in seqs:
+            request = seq.request
+            if longest > request.itl_max_s:
+                request.itl_max_s = longest
+            request.last_token_s = last
+            request.tokens_emitted += extra
+            if request.tokens_emitted == request.output_tokens:
+                request.completion_s = last
+                request.status = "completed"
+
+
 class MonolithicCluster(Cluster):
-    def __init__(self, env: simpy.Environment, spec: ClusterSpec, util_bin_s: float):
-        super().__init__(env, spec, util_bin_s)
-        self._build_pool(spec.pool(MIXED), EngineHooks(on_token=self._on_token, on_finished=_ignore))
+    def __init__(self, env: simpy.Environment, spec: ClusterSpec, util_bin_s: float, fast_forward: bool):
+        super().__init__(env, spec, util_bin_s, fast_forward)
+        self._build_pool(spec.pool(MIXED), EngineHooks(on_token=self._on_token, on_finished=_ignore,
+                                                       on_repeated_tokens=self._record_repeated_tokens))
 
     def _dispatch(self, request: Request) -> None:
         engine = self.routers[MIXED].pick()
@@ -103,12 +123,13 @@ class MonolithicCluster(Cluster):
 
 
 class DisaggregatedCluster(Cluster):
-    def __init__(self, env: simpy.Environment, spec: ClusterSpec, util_bin_s: float):
-        super().__init__(env, spec, util_bin_s)
+    def __init__(self, env: simpy.Environment, spec: ClusterSpec, util_bin_s: float, fast_forward: bool):
+        super().__init__(env, spec, util_bin_s, fast_forward)
         self.network = KVNetwork(env, spec.link.latency_s)
         self._build_pool(spec.pool(PREFILL), EngineHooks(on_token=self._on_prefill_token,
                                                          on_finished=self._on_prefill_done))
         self._build_pool(spec.pool(DECODE), EngineHooks(on_token=self._record_token, on_finished=_ignore,
+                                                        on_repeated_tokens=self._record_repeated_tokens,
                                                         start_pull=self._start_pull))
         self.endpoints = {engine.instance_id: Endpoint(f"instance{engine.instance_id}",
                                                        spec.link.endpoint_bandwidth(engine.tp, pool.gpu.gpus_per_node))
@@ -153,6 +174,6 @@ def _ignore(_engine: Engine, _seq: Sequence, _now: float) -> None:
     """Completion is recorded with the last token; nothing more to do when a sequence ends."""
 
 
-def build_cluster(env: simpy.Environment, spec: ClusterSpec, util_bin_s: float) -> Cluster:
+def build_cluster(env: simpy.Environment, spec: ClusterSpec, util_bin_s: float, fast_forward: bool = True) -> Cluster:
     kind = MonolithicCluster if spec.architecture == "monolithic" else DisaggregatedCluster
-    return kind(env, spec, util_bin_s)
+    return kind(env, spec, util_bin_s, fast_forward)

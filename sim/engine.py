@@ -5,8 +5,14 @@ account for the tokens it computed. Requests that arrive during a step are seen 
 schedule. An engine with nothing to run sleeps until a sequence arrives, remote KV lands or
 held blocks are freed.
 
-The engine does not know the cluster around it; it reports through three callbacks:
-`on_token(engine, seq, now)` for every token a sequence samples,
+With `fast_forward`, a run of steps over an unchanged decode batch is one event (see
+`sim.decode_window`); an outside event during it cuts it at the step in progress. Both paths
+give the same results, bit for bit; the step-by-step one is kept as the reference.
+
+The engine does not know the cluster around it; it reports through callbacks:
+`on_token(engine, seq, now)` for a token a sequence samples,
+`on_repeated_tokens(engine, seqs, times)` when each of `seqs` sampled a token at each of
+`times` (a fast-forward window, after `on_token` for each sequence's first one),
 `on_finished(engine, seq, now)` when a sequence has emitted all its tokens, and
 `start_pull(engine, seq)` on a decode instance when a sequence's prompt KV may be pulled.
 """
@@ -16,8 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import simpy
 
+from sim.decode_window import DecodeWindow, blocks_needed, delay_until, plan_window
 from sim.kv_cache import BlockPool
 from sim.request import Sequence
 from sim.scheduler import Scheduler, SchedulerLimits, ScheduledStep
@@ -33,6 +41,7 @@ MIXED, PREFILL, DECODE = "mixed", "prefill", "decode"
 class EngineHooks:
     on_token: Callback
     on_finished: Callback
+    on_repeated_tokens: Callable[["Engine", list[Sequence], np.ndarray], None] | None = None
     start_pull: Callable[["Engine", Sequence], None] | None = None
 
 
@@ -45,7 +54,7 @@ class Engine:
 
     def __init__(self, env: simpy.Environment, instance_id: int, role: str, tp: int,
                  limits: SchedulerLimits, kv_pool: BlockPool, step_model: StepTimeModel,
-                 hooks: EngineHooks, utilisation: UtilisationTimeline):
+                 hooks: EngineHooks, utilisation: UtilisationTimeline, fast_forward: bool = True):
         self.env = env
         self.instance_id = instance_id
         self.role = role
@@ -57,8 +66,10 @@ class Engine:
         self.utilisation = utilisation
         self.outstanding = 0          # sequences submitted and not finished
         self.steps = 0
+        self.fast_forward = fast_forward
         self._wakeup: simpy.Event | None = None
-        env.process(self._run())
+        self._window: DecodeWindow | None = None
+        self._process = env.process(self._run())
 
     def submit(self, seq: Sequence) -> None:
         seq.engine_id = self.instance_id
@@ -74,9 +85,19 @@ class Engine:
         self.scheduler.release(seq)
         self._wake()
 
+    def kv_usage(self) -> float:
+        """Share of KV blocks in use now, counting the allocations of a window's steps so far."""
+        used = self.kv.used
+        if self._window is not None:
+            used += self._window.blocks_allocated_by(self.env.now)
+        return used / self.kv.capacity
+
     def _wake(self) -> None:
         if self._wakeup is not None and not self._wakeup.triggered:
             self._wakeup.succeed()
+        elif self._window is not None and not self._window.truncated:
+            self._window.truncated = True
+            self._process.interrupt()
 
     def _run(self):
         env = self.env
@@ -93,11 +114,52 @@ class Engine:
                 continue
             start = env.now
             self._mark_prefill_start(step, start)
+            window = None
+            if self.fast_forward:
+                window = plan_window(step, self.scheduler.running, self.kv, self.scheduler.limits.block_size,
+                                     self.step_model, start)
+            if window is not None:
+                yield from self._run_window(window)
+                continue
             cost = self.step_model.cost(self._shape(step))
             yield env.timeout(cost.time_s)
             self.steps += 1
             self.utilisation.add(start, env.now, cost.flops, cost.bytes)
             self._complete(step, env.now)
+
+    def _run_window(self, window: DecodeWindow):
+        env = self.env
+        self._window = window
+        try:
+            yield env.timeout(delay_until(env.now, float(window.ends[-1])))
+            steps = len(window)
+        except simpy.Interrupt:
+            steps = window.steps_done_by(env.now)
+            yield env.timeout(delay_until(env.now, float(window.ends[steps - 1])))
+        self._window = None
+        self._apply_window(window, steps)
+
+    def _apply_window(self, window: DecodeWindow, steps: int) -> None:
+        """Account for the first `steps` steps of `window`, as `_complete` would have step by step."""
+        seqs = window.seqs
+        self.kv.allocate(blocks_needed(window.contexts, window.held, window.block_size, steps))
+        for seq, context, held in zip(seqs, window.contexts.tolist(), window.held.tolist()):
+            seq.blocks = max(held, -(-(context + steps) // window.block_size))
+        self.utilisation.add_many(window.starts[:steps], window.ends[:steps], window.flops[:steps],
+                                  window.bytes[:steps])
+        self.steps += steps
+        first = float(window.ends[0])
+        for seq in seqs:
+            seq.num_computed += 1
+            seq.num_emitted += 1
+            self.hooks.on_token(self, seq, first)
+        if steps > 1:
+            for seq in seqs:
+                seq.num_computed += steps - 1
+                seq.num_emitted += steps - 1
+            self.hooks.on_repeated_tokens(self, seqs, window.ends[:steps])
+        if any(seq.finished for seq in seqs):
+            self._remove_finished(float(window.ends[steps - 1]))
 
     def _mark_prefill_start(self, step: ScheduledStep, now: float) -> None:
         if self.role == DECODE:
@@ -122,6 +184,9 @@ class Engine:
                 self.hooks.on_token(self, seq, now)
                 any_finished |= seq.finished
         if any_finished:
-            for seq in self.scheduler.remove_finished(hold_blocks=self.role == PREFILL):
-                self.outstanding -= 1
-                self.hooks.on_finished(self, seq, now)
+            self._remove_finished(now)
+
+    def _remove_finished(self, now: float) -> None:
+        for seq in self.scheduler.remove_finished(hold_blocks=self.role == PREFILL):
+            self.outstanding -= 1
+            self.hooks.on_finished(self, seq, now)

@@ -66,7 +66,7 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], out_dir: Path | None = N
     workload = build_workload(cfg["workload"], int(cfg["seed"]))
     util_bin_s = float(cfg["metrics"]["util_bin_s"])
     results = {name: simulate(spec, workload, util_bin_s) for name, spec in specs.items()}
-    summaries = {name: summarize(r.spec, r.requests, r.itl_s, slo, r.utilisation) | {"sim_wall_s": r.wall_s}
+    summaries = {name: summarize(r.spec, r.requests, r.itl, slo, r.utilisation) | {"sim_wall_s": r.wall_s}
                  for name, r in results.items()}
     if out_dir is not None:
         write_outputs(Path(out_dir), cfg, workload.source, slo, results, summaries, plot)
@@ -85,7 +85,7 @@ def write_outputs(out_dir: Path, cfg: Mapping[str, Any], workload_source: str, s
                 "runs": summaries, "config": cfg}
     (out_dir / "summary.json").write_text(json.dumps(document, indent=2, default=float))
     if plot:
-        plots.latency_cdfs({n: r.requests for n, r in results.items()}, {n: r.itl_s for n, r in results.items()},
+        plots.latency_cdfs({n: r.requests for n, r in results.items()}, {n: r.itl for n, r in results.items()},
                            out_dir)
         plots.utilisation_over_time({n: r.utilisation for n, r in results.items()}, out_dir)
 

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from sim.config import ClusterSpec
+from sim.samples import Distribution
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +51,10 @@ def describe_cluster(spec: ClusterSpec) -> str:
     return " + ".join(parts)
 
 
-def summarize(spec: ClusterSpec, requests: pd.DataFrame, itl_s: np.ndarray, slo: SLO,
+def summarize(spec: ClusterSpec, requests: pd.DataFrame, itl: Distribution | np.ndarray, slo: SLO,
               utilisation: pd.DataFrame | None = None) -> dict[str, Any]:
+    """`itl`: every gap between consecutive tokens, as a Distribution or raw samples."""
+    itl = Distribution.of(itl)
     completed = requests[requests["status"] == "completed"]
     span_s = float(completed["completion_s"].max()) if len(completed) else float("nan")
     output_tokens = float(completed["output_tokens"].sum())
@@ -70,8 +73,8 @@ def summarize(spec: ClusterSpec, requests: pd.DataFrame, itl_s: np.ndarray, slo:
         "ttft_p99_s": _pct(completed["ttft_s"], 99),
         "tpot_p50_s": _pct(completed["tpot_s"], 50),
         "tpot_p99_s": _pct(completed["tpot_s"], 99),
-        "itl_p50_s": _pct(itl_s, 50),
-        "itl_p99_s": _pct(itl_s, 99),
+        "itl_p50_s": itl.quantile(0.50),
+        "itl_p99_s": itl.quantile(0.99),
         "e2e_p50_s": _pct(completed["e2e_s"], 50),
         "e2e_p99_s": _pct(completed["e2e_s"], 99),
         "output_tokens_per_s": output_tokens / span_s,

@@ -12,26 +12,26 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from sim.metrics import pool_utilisation_series  # noqa: E402
+from sim.samples import Distribution  # noqa: E402
 
 
 CDF_POINTS = 2000  # quantiles drawn per curve: enough for the eye, cheap for millions of samples
 
 
-def _cdf(ax, values: np.ndarray, label: str) -> None:
-    values = values[~np.isnan(values)]
-    if len(values):
+def _cdf(ax, samples: Distribution, label: str) -> None:
+    if samples.total:
         fractions = np.linspace(0, 1, CDF_POINTS)
-        ax.plot(np.quantile(values, fractions) * 1e3, fractions, label=label)
+        ax.plot(samples.quantiles(fractions) * 1e3, fractions, label=label)
 
 
-def latency_cdfs(requests: dict[str, pd.DataFrame], itl: dict[str, np.ndarray], out_dir: Path) -> list[Path]:
+def latency_cdfs(requests: dict[str, pd.DataFrame], itl: dict[str, Distribution], out_dir: Path) -> list[Path]:
     paths = []
-    for name, title, data in (("ttft_cdf.png", "Time to first token",
-                               {k: v["ttft_s"].to_numpy(dtype=float) for k, v in requests.items()}),
+    ttft = {k: Distribution.of(v["ttft_s"].dropna().to_numpy(dtype=float)) for k, v in requests.items()}
+    for name, title, data in (("ttft_cdf.png", "Time to first token", ttft),
                               ("itl_cdf.png", "Inter-token latency (every gap)", itl)):
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for label, values in data.items():
-            _cdf(ax, np.asarray(values, dtype=float), label)
+        for label, samples in data.items():
+            _cdf(ax, samples, label)
         ax.set_xscale("log")
         ax.set_xlabel("ms (log scale)")
         ax.set_ylabel("fraction of samples")

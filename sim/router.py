@@ -31,4 +31,4 @@ class Router:
             return engine
         if self.policy == "least_outstanding":
             return min(self.engines, key=lambda e: e.outstanding)
-        return min(self.engines, key=lambda e: (e.kv.usage, e.outstanding))
+        return min(self.engines, key=lambda e: (e.kv_usage(), e.outstanding))

@@ -17,6 +17,7 @@ import simpy
 from sim.cluster import Cluster, DisaggregatedCluster, build_cluster
 from sim.config import ClusterSpec
 from sim.request import Request
+from sim.samples import Distribution
 from sim.table import requests_table
 from sim.workload import Workload
 
@@ -25,7 +26,7 @@ from sim.workload import Workload
 class RunResult:
     spec: ClusterSpec
     requests: pd.DataFrame        # the per-request table (sim.table.REQUEST_COLUMNS)
-    itl_s: np.ndarray             # every inter-token gap of every request
+    itl: Distribution             # every inter-token gap of every request
     utilisation: pd.DataFrame     # one row per (instance, time bin): see utilisation_table
     instances: pd.DataFrame       # one row per instance: role, steps, KV capacity and peak use
     peak_concurrent_transfers: int
@@ -37,16 +38,18 @@ class RunResult:
         return self.spec.architecture
 
 
-def simulate(spec: ClusterSpec, workload: Workload, util_bin_s: float = 1.0) -> RunResult:
+def simulate(spec: ClusterSpec, workload: Workload, util_bin_s: float = 1.0, fast_forward: bool = True) -> RunResult:
+    """Run `workload` through the cluster `spec`. `fast_forward=False` executes every engine
+    step as its own event: the slow reference that the fast path must match bit for bit."""
     started = time.perf_counter()
     env = simpy.Environment()
-    cluster = build_cluster(env, spec, util_bin_s)
+    cluster = build_cluster(env, spec, util_bin_s, fast_forward)
     env.process(_arrivals(env, workload, cluster))
     env.run()
     wall_s = time.perf_counter() - started
     network = cluster.network if isinstance(cluster, DisaggregatedCluster) else None
     return RunResult(spec=spec, requests=requests_table(cluster.requests),
-                     itl_s=np.frombuffer(cluster.itl_s, dtype=np.float64).copy(),
+                     itl=cluster.itl.distribution(),
                      utilisation=utilisation_table(cluster, env.now), instances=instances_table(cluster),
                      peak_concurrent_transfers=network.peak_concurrent if network else 0,
                      end_s=env.now, wall_s=wall_s)

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from sim.catalog import GPUSpec, ModelSpec
 
 ACTIVATION_BYTES = 2  # bf16 activations in the all-reduce
@@ -124,6 +126,26 @@ class StepTimeModel:
         allreduce_s = self._allreduce_fixed_s + self._allreduce_s_per_token * tokens
         time_s = linear_s + attention_s + allreduce_s + self.gpu.step_overhead_s
         return StepCost(time_s, linear_flops + attention_flops, weight_bytes + kv_bytes)
+
+    def decode_window(self, seqs: int, context_sum: int, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Times, FLOPs and bytes of `steps` consecutive steps of an unchanged batch of `seqs`
+        decode sequences whose cached contexts sum to `context_sum` at the first step.
+
+        Each step adds one token to every context, so attention work grows linearly while the
+        linear layers cost the same. The arithmetic is `cost`'s, element by element and in the
+        same order, so each value equals what `cost` gives for that step, bit for bit.
+        """
+        # A decode is a chunk of 1 token after c cached ones: c + 1 pairs, c + 1 KV tokens read.
+        pairs = context_sum + seqs + seqs * np.arange(steps, dtype=np.int64)
+        linear_flops = self._linear_flops_per_token * seqs + self._lm_head_flops_per_seq * seqs
+        weight_bytes = self.weight_bytes_read(seqs)
+        linear_s = max(linear_flops / self._gemm_flops_per_s, weight_bytes / self._memory_bytes_per_s)
+        attention_flops = self._attention_flops_per_pair * pairs
+        kv_bytes = self._kv_bytes_per_token * (pairs + seqs)
+        attention_s = np.maximum(attention_flops / self._attention_flops_per_s, kv_bytes / self._memory_bytes_per_s)
+        allreduce_s = self._allreduce_fixed_s + self._allreduce_s_per_token * seqs
+        time_s = linear_s + attention_s + allreduce_s + self.gpu.step_overhead_s
+        return time_s, linear_flops + attention_flops, weight_bytes + kv_bytes
 
     def prefill_time(self, prompt_tokens: int) -> float:
         """A lone prompt computed in one step (and sampling its first token)."""

@@ -90,8 +90,8 @@ def test_every_request_is_accounted_for_and_kv_stays_within_capacity(overrides):
         chain[3:3] = ["transfer_start_s", "transfer_end_s"]
     for earlier, later in zip(chain, chain[1:]):
         assert (done[earlier] <= done[later]).all(), (earlier, later)
-    assert len(result.itl_s) == int((done.output_tokens - 1).sum())
-    assert (result.itl_s > 0).all()
+    assert result.itl.total == int((done.output_tokens - 1).sum())
+    assert (result.itl.values > 0).all()
     busy = result.utilisation.busy_s.groupby(result.utilisation.instance).sum()
     assert (busy <= result.end_s + 1e-9).all()
 
@@ -118,7 +118,8 @@ def test_same_seed_same_results_bit_for_bit():
     other = run_experiment(compose_config(*overrides, "seed=1"), plot=False)
     for name in first.results:
         pd.testing.assert_frame_equal(first.results[name].requests, second.results[name].requests, check_exact=True)
-        assert np.array_equal(first.results[name].itl_s, second.results[name].itl_s)
+        assert np.array_equal(first.results[name].itl.values, second.results[name].itl.values)
+        assert np.array_equal(first.results[name].itl.counts, second.results[name].itl.counts)
         assert not first.results[name].requests.equals(other.results[name].requests)
 
 
@@ -130,5 +131,5 @@ def test_prefill_heavy_load_stalls_monolithic_decodes_but_not_disaggregated_ones
     workload = poisson(rate=8, duration=60, prompt=(4000, 8000), output=(50, 150))
     mono = simulate(specs["monolithic"], workload)
     disagg = simulate(specs["disaggregated"], workload)
-    mono_p99, disagg_p99 = np.percentile(mono.itl_s, 99), np.percentile(disagg.itl_s, 99)
+    mono_p99, disagg_p99 = mono.itl.quantile(0.99), disagg.itl.quantile(0.99)
     assert mono_p99 > 3 * disagg_p99
