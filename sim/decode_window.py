@@ -16,6 +16,7 @@ step-by-step path: results are identical bit for bit.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +40,8 @@ class DecodeWindow:
     held: np.ndarray           # int64: each sequence's blocks after the first step's allocation
     block_size: int
     truncated: bool = False
+    _later_step_starts: list[float] | None = None
+    _allocated: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.ends)
@@ -50,8 +53,20 @@ class DecodeWindow:
 
     def blocks_allocated_by(self, now: float) -> int:
         """Blocks the window's later steps have allocated by `now` (one allocation per step start)."""
-        started = int(np.searchsorted(self.ends[:-1], now, side="right"))
-        return blocks_needed(self.contexts, self.held, self.block_size, started + 1)
+        if self._allocated is None:   # built on the first query: routers ask often, windows end early
+            self._later_step_starts = self.ends[:-1].tolist()
+            self._allocated = self._allocations_by_step()
+        return self._allocated[bisect_right(self._later_step_starts, now)]
+
+    def _allocations_by_step(self) -> list[int]:
+        """Entry j: blocks allocated by steps 1..j. A sequence first needs a block at step
+        held * block_size - context (its context then outgrows its blocks), then every block_size steps."""
+        steps = len(self.ends)
+        first = self.held * self.block_size - self.contexts
+        count = np.maximum(0, -(-(steps - first) // self.block_size))
+        group_start = np.repeat(np.cumsum(count) - count, count)
+        at = np.repeat(first, count) + self.block_size * (np.arange(count.sum()) - group_start)
+        return np.cumsum(np.bincount(at, minlength=steps)).tolist()
 
 
 def plan_window(step: ScheduledStep, running: list[Sequence], pool: BlockPool, block_size: int,

@@ -9,6 +9,7 @@ the same result bit for bit.
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,21 +21,19 @@ class WeightedSamples:
     def __init__(self) -> None:
         self._values = np.empty(0)
         self._counts = np.empty(0, dtype=np.int64)
-        self._pending_values: list[np.ndarray | float] = []
-        self._pending_counts: list[np.ndarray | int] = []
+        self._single = array("d")           # values seen once, appended one by one
+        self._batches: list[tuple[np.ndarray, int]] = []
         self._pending = 0
 
-    def add(self, value: float, count: int = 1) -> None:
-        self._pending_values.append(value)
-        self._pending_counts.append(count)
+    def add(self, value: float) -> None:
+        self._single.append(value)
         self._pending += 1
         if self._pending >= _FLUSH_AT:
             self._merge()
 
     def add_many(self, values: np.ndarray, count: int) -> None:
         """Every value in `values`, each `count` times."""
-        self._pending_values.append(np.asarray(values, dtype=np.float64))
-        self._pending_counts.append(np.full(len(values), count, dtype=np.int64))
+        self._batches.append((values, count))
         self._pending += len(values)
         if self._pending >= _FLUSH_AT:
             self._merge()
@@ -42,12 +41,14 @@ class WeightedSamples:
     def _merge(self) -> None:
         if not self._pending:
             return
-        values = np.concatenate([self._values, *map(np.atleast_1d, self._pending_values)]).astype(np.float64)
-        counts = np.concatenate([self._counts, *map(np.atleast_1d, self._pending_counts)]).astype(np.int64)
+        values = np.concatenate([self._values, np.frombuffer(self._single, dtype=np.float64),
+                                 *(v for v, _ in self._batches)])
+        counts = np.concatenate([self._counts, np.ones(len(self._single), dtype=np.int64),
+                                 *(np.full(len(v), c, dtype=np.int64) for v, c in self._batches)])
         unique, inverse = np.unique(values, return_inverse=True)
         self._values = unique
         self._counts = np.bincount(inverse, weights=counts, minlength=len(unique)).astype(np.int64)
-        self._pending_values, self._pending_counts, self._pending = [], [], 0
+        self._single, self._batches, self._pending = array("d"), [], 0
 
     def distribution(self) -> "Distribution":
         self._merge()

@@ -12,6 +12,9 @@ import math
 import numpy as np
 
 
+_FEW_STEPS = 16   # below this many steps, plain Python beats numpy's per-call overhead
+
+
 class UtilisationTimeline:
     """Busy seconds, FLOPs and bytes per `bin_s`-wide bin of one instance."""
 
@@ -50,6 +53,10 @@ class UtilisationTimeline:
 
     def add_many(self, starts: np.ndarray, ends: np.ndarray, flops: np.ndarray, nbytes: np.ndarray) -> None:
         """Consecutive steps at once; the same sums, in the same order, as calling `add` for each."""
+        if len(starts) <= _FEW_STEPS:
+            for args in zip(starts.tolist(), ends.tolist(), flops.tolist(), nbytes.tolist()):
+                self.add(*args)
+            return
         first = np.floor_divide(starts, self.bin_s).astype(np.int64)
         last = np.maximum(first, np.ceil(ends / self.bin_s).astype(np.int64) - 1)
         if last[-1] >= len(self.busy_s):

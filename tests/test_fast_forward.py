@@ -74,3 +74,15 @@ def test_bulk_utilisation_equals_step_by_step():
         single.add(*args)
     for name, values in bulk.series(ends[-1]).items():
         assert np.array_equal(values, single.series(ends[-1])[name])
+
+
+def test_window_block_allocations_follow_the_growing_contexts():
+    from sim.decode_window import DecodeWindow, blocks_needed
+
+    rng = np.random.default_rng(2)
+    contexts = rng.integers(1, 5000, 40)
+    held = -(-(contexts + 1) // 16) + rng.integers(0, 3, 40)   # some hold more (pulled prompt blocks)
+    ends = np.arange(1, 301, dtype=float)
+    window = DecodeWindow([], contexts, ends - 1, ends, ends, ends, held, 16)
+    for started in range(0, 300):
+        assert window.blocks_allocated_by(started + 0.5) == blocks_needed(contexts, held, 16, started + 1)
