@@ -17,6 +17,7 @@ from sim.catalog import ModelSpec
 from sim.config import ClusterSpec, PoolSpec
 from sim.engine import DECODE, MIXED, PREFILL, Engine, EngineHooks
 from sim.kv_cache import BlockPool
+from sim.prefix_cache import PrefixCache
 from sim.kv_transfer import Endpoint, KVNetwork, kv_transfer_bytes
 from sim.request import Request, Sequence
 from sim.router import Router
@@ -28,7 +29,8 @@ from sim.utilisation import UtilisationTimeline
 class Cluster:
     """What both architectures share: engines per pool, token accounting, request admission."""
 
-    def __init__(self, env: simpy.Environment, spec: ClusterSpec, util_bin_s: float, fast_forward: bool):
+    def __init__(self, env: simpy.Environment, spec: ClusterSpec, util_bin_s: float, fast_forward: bool,
+                 prefix_block_tokens: int | None):
         self.env = env
         self.spec = spec
         self.model: ModelSpec = spec.model
@@ -39,15 +41,19 @@ class Cluster:
         self.engines: dict[str, list[Engine]] = {}
         self.routers: dict[str, Router] = {}
         self._util_bin_s = util_bin_s
+        self._prefix_block_tokens = prefix_block_tokens
         self._next_instance = 0
 
     def _build_pool(self, pool: PoolSpec, hooks: EngineHooks) -> list[Engine]:
         step_model = StepTimeModel(self.model, pool.gpu, pool.tp)
         engines = []
         for _ in range(pool.instances):
+            cache = None
+            if pool.prefix_caching and self._prefix_block_tokens:
+                cache = PrefixCache(pool.kv_tokens, self._prefix_block_tokens, pool.limits.block_size)
             engines.append(Engine(self.env, self._next_instance, pool.role, pool.tp, pool.limits,
                                   BlockPool(pool.kv_blocks, pool.limits.block_size), step_model, hooks,
-                                  UtilisationTimeline(self._util_bin_s), self.fast_forward))
+                                  UtilisationTimeline(self._util_bin_s), self.fast_forward, cache))
             self._next_instance += 1
         self.engines[pool.role] = engines
         self.routers[pool.role] = Router(pool.router, engines)
@@ -65,6 +71,12 @@ class Cluster:
 
     def _dispatch(self, request: Request) -> None:
         raise NotImplementedError
+
+    @staticmethod
+    def _cache_prompt(engine: Engine, request: Request) -> None:
+        """The prompt's KV is now on `engine`: later requests with the same prefix reuse it."""
+        if engine.prefix_cache is not None and request.prefix_hashes:
+            engine.prefix_cache.insert(request.prefix_hashes, request.prompt_tokens)
 
     def _after(self, delay_s: float, action) -> None:
         self.env.timeout(delay_s).callbacks.append(lambda _event: action())
@@ -104,13 +116,14 @@ class Cluster:
 
 
 class MonolithicCluster(Cluster):
-    def __init__(self, env: simpy.Environment, spec: ClusterSpec, util_bin_s: float, fast_forward: bool):
-        super().__init__(env, spec, util_bin_s, fast_forward)
+    def __init__(self, env: simpy.Environment, spec: ClusterSpec, util_bin_s: float, fast_forward: bool,
+                 prefix_block_tokens: int | None):
+        super().__init__(env, spec, util_bin_s, fast_forward, prefix_block_tokens)
         self._build_pool(spec.pool(MIXED), EngineHooks(on_token=self._on_token, on_finished=_ignore,
                                                        on_repeated_tokens=self._record_repeated_tokens))
 
     def _dispatch(self, request: Request) -> None:
-        engine = self.routers[MIXED].pick()
+        engine = self.routers[MIXED].pick(request)
         seq = Sequence(request, request.prompt_tokens, request.output_tokens)
         self._after(self.hop_s, lambda: engine.submit(seq))
 
@@ -119,12 +132,14 @@ class MonolithicCluster(Cluster):
         if request.tokens_emitted == 0:
             request.prefill_end_s = now
             request.decode_instance = engine.instance_id
+            self._cache_prompt(engine, request)
         self._record_token(engine, seq, now)
 
 
 class DisaggregatedCluster(Cluster):
-    def __init__(self, env: simpy.Environment, spec: ClusterSpec, util_bin_s: float, fast_forward: bool):
-        super().__init__(env, spec, util_bin_s, fast_forward)
+    def __init__(self, env: simpy.Environment, spec: ClusterSpec, util_bin_s: float, fast_forward: bool,
+                 prefix_block_tokens: int | None):
+        super().__init__(env, spec, util_bin_s, fast_forward, prefix_block_tokens)
         self.network = KVNetwork(env, spec.link.latency_s)
         self._build_pool(spec.pool(PREFILL), EngineHooks(on_token=self._on_prefill_token,
                                                          on_finished=self._on_prefill_done))
@@ -137,12 +152,13 @@ class DisaggregatedCluster(Cluster):
         self._prefill_of: dict[int, tuple[Engine, Sequence]] = {}
 
     def _dispatch(self, request: Request) -> None:
-        engine = self.routers[PREFILL].pick()
+        engine = self.routers[PREFILL].pick(request)
         seq = Sequence(request, request.prompt_tokens, max_new_tokens=1)
         self._after(self.hop_s, lambda: engine.submit(seq))
 
-    def _on_prefill_token(self, _engine: Engine, seq: Sequence, now: float) -> None:
+    def _on_prefill_token(self, engine: Engine, seq: Sequence, now: float) -> None:
         seq.request.prefill_end_s = now   # the sampled token is discarded by the proxy
+        self._cache_prompt(engine, seq.request)
 
     def _on_prefill_done(self, engine: Engine, seq: Sequence, _now: float) -> None:
         request = seq.request
@@ -150,7 +166,7 @@ class DisaggregatedCluster(Cluster):
         self._after(2 * self.hop_s, lambda: self._send_to_decode(request))
 
     def _send_to_decode(self, request: Request) -> None:
-        engine = self.routers[DECODE].pick()
+        engine = self.routers[DECODE].pick(request)
         request.decode_instance = engine.instance_id
         engine.submit(Sequence(request, request.prompt_tokens, request.output_tokens, needs_remote_kv=True))
 
@@ -158,12 +174,17 @@ class DisaggregatedCluster(Cluster):
         request = seq.request
         prefill_engine, prefill_seq = self._prefill_of.pop(request.id)
         request.transfer_start_s = self.env.now
-        nbytes = kv_transfer_bytes(self.model, request.prompt_tokens)
+        cached = 0
+        if decode_engine.prefix_cache is not None and request.prefix_hashes:
+            cached = decode_engine.prefix_cache.cached_tokens(request.prefix_hashes, request.prompt_tokens)
+            decode_engine.prefix_cache.record_lookup(request.prompt_tokens, cached)
+        nbytes = kv_transfer_bytes(self.model, request.prompt_tokens - cached)   # only what D lacks
         request.kv_bytes_transferred = nbytes
 
         def pulled() -> None:
             request.transfer_end_s = self.env.now
             prefill_engine.release_held(prefill_seq)
+            self._cache_prompt(decode_engine, request)
             decode_engine.kv_received(seq)
 
         self.network.transfer(self.endpoints[prefill_engine.instance_id],
@@ -174,6 +195,8 @@ def _ignore(_engine: Engine, _seq: Sequence, _now: float) -> None:
     """Completion is recorded with the last token; nothing more to do when a sequence ends."""
 
 
-def build_cluster(env: simpy.Environment, spec: ClusterSpec, util_bin_s: float, fast_forward: bool = True) -> Cluster:
+def build_cluster(env: simpy.Environment, spec: ClusterSpec, util_bin_s: float, fast_forward: bool = True,
+                  prefix_block_tokens: int | None = None) -> Cluster:
+    """`prefix_block_tokens`: tokens per prefix-block hash of the workload (None: no hashes)."""
     kind = MonolithicCluster if spec.architecture == "monolithic" else DisaggregatedCluster
-    return kind(env, spec, util_bin_s, fast_forward)
+    return kind(env, spec, util_bin_s, fast_forward, prefix_block_tokens)

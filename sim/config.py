@@ -34,6 +34,7 @@ class PoolSpec:
     limits: SchedulerLimits
     kv_blocks: int            # per instance
     max_model_len: int
+    prefix_caching: bool = True
 
     @property
     def num_gpus(self) -> int:
@@ -124,7 +125,8 @@ def pool_spec(where: str, cfg: Mapping[str, Any], role: str, model: ModelSpec, g
         raise ConfigError(f"{where}: the KV cache of one instance holds {fits} tokens, fewer than one request of "
                           f"max_model_len={max_model_len}; set {where}.engine.max_model_len<={fits}, "
                           f"raise {where}.tp or gpu_memory_utilization, or pick a GPU with more memory")
-    return PoolSpec(role, instances, tp, router, gpu, limits, kv_blocks, max_model_len)
+    return PoolSpec(role, instances, tp, router, gpu, limits, kv_blocks, max_model_len,
+                    bool(engine.get("enable_prefix_caching", True)))
 
 
 def check_tensor_parallel(where: str, model: ModelSpec, gpu: GPUSpec, tp: int) -> None:

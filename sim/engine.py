@@ -27,6 +27,7 @@ import simpy
 
 from sim.decode_window import DecodeWindow, blocks_needed, delay_until, plan_window
 from sim.kv_cache import BlockPool
+from sim.prefix_cache import PrefixCache
 from sim.request import Sequence
 from sim.scheduler import Scheduler, SchedulerLimits, ScheduledStep
 from sim.step_time import BatchShape, StepTimeModel
@@ -54,14 +55,16 @@ class Engine:
 
     def __init__(self, env: simpy.Environment, instance_id: int, role: str, tp: int,
                  limits: SchedulerLimits, kv_pool: BlockPool, step_model: StepTimeModel,
-                 hooks: EngineHooks, utilisation: UtilisationTimeline, fast_forward: bool = True):
+                 hooks: EngineHooks, utilisation: UtilisationTimeline, fast_forward: bool = True,
+                 prefix_cache: PrefixCache | None = None):
         self.env = env
         self.instance_id = instance_id
         self.role = role
         self.tp = tp
         self.kv = kv_pool
         self.step_model = step_model
-        self.scheduler = Scheduler(limits, kv_pool)
+        self.prefix_cache = prefix_cache
+        self.scheduler = Scheduler(limits, kv_pool, prefix_cache)
         self.hooks = hooks
         self.utilisation = utilisation
         self.outstanding = 0          # sequences submitted and not finished
@@ -91,6 +94,11 @@ class Engine:
         if self._window is not None:
             used += self._window.blocks_allocated_by(self.env.now)
         return used / self.kv.capacity
+
+    def pending_tokens(self) -> int:
+        """Tokens still to compute for the sequences queued or running here (a decode counts one)."""
+        queues = (self.scheduler.waiting, self.scheduler.ready, self.scheduler.running)
+        return sum(seq.num_tokens - seq.num_computed for queue in queues for seq in queue)
 
     def _wake(self) -> None:
         if self._wakeup is not None and not self._wakeup.triggered:

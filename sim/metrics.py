@@ -10,6 +10,7 @@ Definitions:
 * A request meets the SLO when it completed with TTFT <= slo.ttft_s and TPOT <= slo.tpot_s
   (a one-token request has no TPOT and meets that half); rejected and failed requests miss it.
   Goodput is the number of requests meeting the SLO per second of span.
+* prefix_hit_rate: share of completed requests' prompt tokens served from a prefix cache.
 * Cost per million output tokens = GPU-hours over the span x price / (output tokens / 1e6).
 """
 
@@ -86,6 +87,8 @@ def summarize(spec: ClusterSpec, requests: pd.DataFrame, itl: Distribution | np.
         "meets_slo_target": bool(meets.mean() >= slo.attainment_target),
         "goodput_rps": float(meets.sum() / span_s),
         "preemptions": int(requests["num_preemptions"].sum()),
+        "prefix_hit_rate": float(completed["cached_prompt_tokens"].sum() / max(1, completed["prompt_tokens"].sum())),
+        "kv_transferred_gb": float(requests["kv_bytes_transferred"].sum() / 1e9),
         "cost_per_hour": spec.cost_per_hour,
         "cost_per_million_output_tokens": spec.cost_per_hour * span_s / 3600.0 / (output_tokens / 1e6),
         "gpu_hours": gpu_hours,

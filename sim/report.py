@@ -44,6 +44,8 @@ for _role in ("prefill", "decode"):
     _row(f"{_role}_compute_util", f"  {_role} pool compute util", _pct)
     _row(f"{_role}_memory_util", f"  {_role} pool memory-bw util", _pct)
 _row("preemptions", "preemptions", str)
+_row("prefix_hit_rate", "prefix cache hit rate (prompt tokens)", _pct)
+_row("kv_transferred_gb", "KV transferred P->D (GB)", _num(1))
 _row("cost_per_hour", "cost per hour (USD)", _num(2))
 _row("cost_per_million_output_tokens", "cost per 1M output tokens (USD)", _num(3))
 _row("sim_wall_s", "simulation wall time (s)", _num(1))

@@ -35,6 +35,8 @@ class Request:
     itl_max_s: float = 0.0
     num_preemptions: int = 0
     kv_bytes_transferred: float = 0.0
+    cached_prompt_tokens: int = 0    # prompt tokens found in the prefix cache (not computed)
+    prefix_hashes: tuple[int, ...] = ()   # the prompt's prefix-block hashes, when the trace has them
 
 
 @dataclass(slots=True, eq=False)

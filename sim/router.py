@@ -3,8 +3,10 @@
 `round_robin` cycles through the instances; `least_outstanding` picks the one with the fewest
 requests submitted and not finished (vLLM production-stack's and Vidur's LOR);
 `least_kv` picks the one with the smallest share of KV blocks in use (then the fewest
-outstanding, since queued requests hold no blocks yet). Ties go to the lowest instance id,
-so routing is deterministic.
+outstanding, since queued requests hold no blocks yet); `prefix_aware` picks the one with
+the least work for this request: its prompt tokens not in that instance's prefix cache plus
+the tokens already queued there (Dynamo's KV router weighs the same two). Ties go to the
+lowest instance id, so routing is deterministic.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from typing import Sequence as Seq
 
 from sim.engine import Engine
 
-POLICIES = ("round_robin", "least_outstanding", "least_kv")
+from sim.request import Request
+
+POLICIES = ("round_robin", "least_outstanding", "least_kv", "prefix_aware")
 
 
 class Router:
@@ -24,11 +28,19 @@ class Router:
         self.engines = list(engines)
         self._next = 0
 
-    def pick(self) -> Engine:
+    def pick(self, request: Request) -> Engine:
         if self.policy == "round_robin":
             engine = self.engines[self._next]
             self._next = (self._next + 1) % len(self.engines)
             return engine
         if self.policy == "least_outstanding":
             return min(self.engines, key=lambda e: e.outstanding)
-        return min(self.engines, key=lambda e: (e.kv_usage(), e.outstanding))
+        if self.policy == "least_kv":
+            return min(self.engines, key=lambda e: (e.kv_usage(), e.outstanding))
+        return min(self.engines, key=lambda e: (_uncached_tokens(e, request) + e.pending_tokens(), e.outstanding))
+
+
+def _uncached_tokens(engine: Engine, request: Request) -> int:
+    if engine.prefix_cache is None or not request.prefix_hashes:
+        return request.prompt_tokens
+    return request.prompt_tokens - engine.prefix_cache.cached_tokens(request.prefix_hashes, request.prompt_tokens)

@@ -43,7 +43,7 @@ def simulate(spec: ClusterSpec, workload: Workload, util_bin_s: float = 1.0, fas
     step as its own event: the slow reference that the fast path must match bit for bit."""
     started = time.perf_counter()
     env = simpy.Environment()
-    cluster = build_cluster(env, spec, util_bin_s, fast_forward)
+    cluster = build_cluster(env, spec, util_bin_s, fast_forward, prefix_block_tokens(workload))
     env.process(_arrivals(env, workload, cluster))
     env.run()
     wall_s = time.perf_counter() - started
@@ -55,14 +55,21 @@ def simulate(spec: ClusterSpec, workload: Workload, util_bin_s: float = 1.0, fas
                      end_s=env.now, wall_s=wall_s)
 
 
+def prefix_block_tokens(workload: Workload) -> int | None:
+    """Tokens per prefix-block hash when the workload carries hashes (Mooncake), else None."""
+    return workload.prefix_block_tokens if getattr(workload, "prefix_block_hashes", None) is not None else None
+
+
 def _arrivals(env: simpy.Environment, workload: Workload, cluster: Cluster):
     arrivals = workload.arrival_s.tolist()
     prompts = workload.prompt_tokens.tolist()
     outputs = workload.output_tokens.tolist()
+    has_hashes = prefix_block_tokens(workload) is not None
     for i, at in enumerate(arrivals):
         if at > env.now:
             yield env.timeout(at - env.now)
-        cluster.arrive(Request(i, at, prompts[i], outputs[i]))
+        hashes = tuple(workload.blocks_of(i).tolist()) if has_hashes else ()
+        cluster.arrive(Request(i, at, prompts[i], outputs[i], prefix_hashes=hashes))
 
 
 def utilisation_table(cluster: Cluster, end_s: float) -> pd.DataFrame:
@@ -88,6 +95,8 @@ def utilisation_table(cluster: Cluster, end_s: float) -> pd.DataFrame:
 def instances_table(cluster: Cluster) -> pd.DataFrame:
     rows = [{"role": pool.role, "instance": e.instance_id, "tp": pool.tp, "gpu": pool.gpu.name,
              "steps": e.steps, "kv_blocks": e.kv.capacity, "kv_peak_blocks": e.kv.peak_used,
-             "kv_blocks_in_use_at_end": e.kv.used}
+             "kv_blocks_in_use_at_end": e.kv.used,
+             "prefix_lookup_tokens": e.prefix_cache.lookup_tokens if e.prefix_cache else 0,
+             "prefix_hit_tokens": e.prefix_cache.hit_tokens if e.prefix_cache else 0}
             for pool in cluster.spec.pools for e in cluster.engines[pool.role]]
     return pd.DataFrame(rows)

@@ -19,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from sim.kv_cache import BlockPool, blocks_for
+from sim.prefix_cache import PrefixCache
 from sim.request import Sequence
 
 
@@ -45,9 +46,10 @@ class ScheduledStep:
 class Scheduler:
     """Queues of one engine; `schedule` picks the next step's batch and allocates its blocks."""
 
-    def __init__(self, limits: SchedulerLimits, pool: BlockPool):
+    def __init__(self, limits: SchedulerLimits, pool: BlockPool, prefix_cache: PrefixCache | None = None):
         self.limits = limits
         self.pool = pool
+        self.prefix_cache = prefix_cache
         self.running: list[Sequence] = []
         self.waiting: deque[Sequence] = deque()
         self.ready: deque[Sequence] = deque()   # remote KV arrived, not yet running
@@ -134,18 +136,29 @@ class Scheduler:
                 queue.popleft()
                 step.pulls.append(seq)
                 continue
+            starts_prefill = seq.num_computed == 0   # new, or restarting after preemption
+            cached = self._cached_prefix(seq) if starts_prefill else 0
+            seq.num_computed += cached
             tokens = self._tokens_to_schedule(seq, budget)
-            if tokens == 0:
-                return
             need = self._blocks_needed(seq, tokens)
-            if need > pool.free:
+            if tokens == 0 or need > pool.free:
+                seq.num_computed -= cached
                 return
+            if starts_prefill and self.prefix_cache is not None:
+                self.prefix_cache.record_lookup(seq.prompt_tokens, cached)
+                seq.request.cached_prompt_tokens = cached
             pool.allocate(need)
             seq.blocks += need
             queue.popleft()
             self.running.append(seq)
             step.add(seq, tokens)
             budget -= tokens
+
+    def _cached_prefix(self, seq: Sequence) -> int:
+        """Prompt tokens a sequence starting its prefill may skip."""
+        if self.prefix_cache is None or not seq.request.prefix_hashes:
+            return 0
+        return self.prefix_cache.cached_tokens(seq.request.prefix_hashes, seq.prompt_tokens)
 
     def _preempt(self, seq: Sequence) -> None:
         self.release(seq)

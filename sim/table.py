@@ -34,6 +34,7 @@ REQUEST_COLUMNS: dict[str, str] = {
     "itl_max_s": "largest gap between two consecutive output tokens",
     "num_preemptions": "times the request was preempted and recomputed",
     "kv_bytes_transferred": "bytes of KV moved from prefill to decode",
+    "cached_prompt_tokens": "prompt tokens served from the prefix cache instead of computed",
 }
 
 
