@@ -113,39 +113,42 @@ class StepTimeModel:
         return self._dense_weight_bytes + experts * self._expert_bytes_all_layers
 
     def cost(self, batch: BatchShape) -> StepCost:
-        tokens = batch.tokens
-        linear_flops = self._linear_flops_per_token * tokens + self._lm_head_flops_per_seq * batch.sampled_seqs
-        weight_bytes = self.weight_bytes_read(tokens)
-        linear_s = max(linear_flops / self._gemm_flops_per_s, weight_bytes / self._memory_bytes_per_s)
-
-        attention_flops = self._attention_flops_per_pair * batch.attention_pairs
-        # Every KV token of the context is read, every new one written.
-        kv_bytes = self._kv_bytes_per_token * (batch.kv_read_tokens + tokens)
-        attention_s = max(attention_flops / self._attention_flops_per_s, kv_bytes / self._memory_bytes_per_s)
-
-        allreduce_s = self._allreduce_fixed_s + self._allreduce_s_per_token * tokens
-        time_s = linear_s + attention_s + allreduce_s + self.gpu.step_overhead_s
+        linear_s, linear_flops, weight_bytes = self._linear(batch.tokens, batch.sampled_seqs)
+        attention_s, attention_flops, kv_bytes = self._attention(batch.attention_pairs, batch.kv_read_tokens,
+                                                                 batch.tokens)
+        time_s = linear_s + attention_s + self._allreduce(batch.tokens) + self.gpu.step_overhead_s
         return StepCost(time_s, linear_flops + attention_flops, weight_bytes + kv_bytes)
 
     def decode_window(self, seqs: int, context_sum: int, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Times, FLOPs and bytes of `steps` consecutive steps of an unchanged batch of `seqs`
         decode sequences whose cached contexts sum to `context_sum` at the first step.
 
-        Each step adds one token to every context, so attention work grows linearly while the
-        linear layers cost the same. The arithmetic is `cost`'s, element by element and in the
+        Each step adds one token to every context: attention work grows, the linear layers and
+        the all-reduce cost the same. The same functions as `cost`, applied element-wise in the
         same order, so each value equals what `cost` gives for that step, bit for bit.
         """
+        linear_s, linear_flops, weight_bytes = self._linear(seqs, seqs)
         # A decode is a chunk of 1 token after c cached ones: c + 1 pairs, c + 1 KV tokens read.
         pairs = context_sum + seqs + seqs * np.arange(steps, dtype=np.int64)
-        linear_flops = self._linear_flops_per_token * seqs + self._lm_head_flops_per_seq * seqs
-        weight_bytes = self.weight_bytes_read(seqs)
-        linear_s = max(linear_flops / self._gemm_flops_per_s, weight_bytes / self._memory_bytes_per_s)
-        attention_flops = self._attention_flops_per_pair * pairs
-        kv_bytes = self._kv_bytes_per_token * (pairs + seqs)
-        attention_s = np.maximum(attention_flops / self._attention_flops_per_s, kv_bytes / self._memory_bytes_per_s)
-        allreduce_s = self._allreduce_fixed_s + self._allreduce_s_per_token * seqs
-        time_s = linear_s + attention_s + allreduce_s + self.gpu.step_overhead_s
+        attention_s, attention_flops, kv_bytes = self._attention(pairs, pairs, seqs, maximum=np.maximum)
+        time_s = linear_s + attention_s + self._allreduce(seqs) + self.gpu.step_overhead_s
         return time_s, linear_flops + attention_flops, weight_bytes + kv_bytes
+
+    def _linear(self, tokens: int, sampled_seqs: int) -> tuple[float, float, float]:
+        flops = self._linear_flops_per_token * tokens + self._lm_head_flops_per_seq * sampled_seqs
+        weight_bytes = self.weight_bytes_read(tokens)
+        return max(flops / self._gemm_flops_per_s, weight_bytes / self._memory_bytes_per_s), flops, weight_bytes
+
+    def _attention(self, pairs, kv_read_tokens, tokens: int, maximum=max):
+        """(time, FLOPs, bytes) of attention; `pairs` and `kv_read_tokens` may be arrays (with
+        maximum=np.maximum)."""
+        flops = self._attention_flops_per_pair * pairs
+        # Every KV token of the context is read, every new one written.
+        kv_bytes = self._kv_bytes_per_token * (kv_read_tokens + tokens)
+        return maximum(flops / self._attention_flops_per_s, kv_bytes / self._memory_bytes_per_s), flops, kv_bytes
+
+    def _allreduce(self, tokens: int) -> float:
+        return self._allreduce_fixed_s + self._allreduce_s_per_token * tokens
 
     def prefill_time(self, prompt_tokens: int) -> float:
         """A lone prompt computed in one step (and sampling its first token)."""
