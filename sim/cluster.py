@@ -6,9 +6,16 @@ instance with max_tokens=1 (one hop); when the prefill returns (a hop back), the
 the request to a decode instance (a third hop). The decode instance reserves blocks for the
 whole prompt, pulls the KV from the prefill instance, which holds its blocks until the pull
 ends, and then computes the last prompt token to sample the first output token.
+
+Failures (`sim.faults`): a failed instance loses what it held; the proxy resends a request
+that had no token yet (up to `max_retries`) and reports the others failed. A KV pull that
+fails is recomputed on the decode instance or fails the request, per the plan's policy.
+Every request ends completed, rejected or failed; `done` triggers when all have.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 import simpy
@@ -16,6 +23,7 @@ import simpy
 from sim.catalog import ModelSpec
 from sim.config import ClusterSpec, PoolSpec
 from sim.engine import DECODE, MIXED, PREFILL, Engine, EngineHooks
+from sim.faults import FaultPlan
 from sim.kv_cache import BlockPool
 from sim.prefix_cache import PrefixCache
 from sim.kv_transfer import Endpoint, KVNetwork, kv_transfer_bytes
@@ -26,22 +34,33 @@ from sim.step_time import StepTimeModel
 from sim.utilisation import UtilisationTimeline
 
 
-class Cluster:
-    """What both architectures share: engines per pool, token accounting, request admission."""
+@dataclass(frozen=True, slots=True)
+class SimOptions:
+    util_bin_s: float = 1.0
+    fast_forward: bool = True
+    prefix_block_tokens: int | None = None   # tokens per prefix-block hash of the workload, if it has hashes
+    faults: FaultPlan = field(default_factory=FaultPlan)
+    seed: int = 0
 
-    def __init__(self, env: simpy.Environment, spec: ClusterSpec, util_bin_s: float, fast_forward: bool,
-                 prefix_block_tokens: int | None):
+
+class Cluster:
+    """What both architectures share: engines per pool, token accounting, request admission,
+    and the proxy's handling of failed instances."""
+
+    def __init__(self, env: simpy.Environment, spec: ClusterSpec, options: SimOptions, expected_requests: int):
         self.env = env
         self.spec = spec
+        self.options = options
+        self.faults = options.faults
         self.model: ModelSpec = spec.model
         self.hop_s = spec.link.proxy_hop_s
-        self.fast_forward = fast_forward
         self.requests: list[Request] = []
         self.itl = WeightedSamples()
         self.engines: dict[str, list[Engine]] = {}
         self.routers: dict[str, Router] = {}
-        self._util_bin_s = util_bin_s
-        self._prefix_block_tokens = prefix_block_tokens
+        self.done = env.event()
+        self._expected = expected_requests
+        self._ended = 0
         self._next_instance = 0
 
     def _build_pool(self, pool: PoolSpec, hooks: EngineHooks) -> list[Engine]:
@@ -49,11 +68,11 @@ class Cluster:
         engines = []
         for _ in range(pool.instances):
             cache = None
-            if pool.prefix_caching and self._prefix_block_tokens:
-                cache = PrefixCache(pool.kv_tokens, self._prefix_block_tokens, pool.limits.block_size)
+            if pool.prefix_caching and self.options.prefix_block_tokens:
+                cache = PrefixCache(pool.kv_tokens, self.options.prefix_block_tokens, pool.limits.block_size)
             engines.append(Engine(self.env, self._next_instance, pool.role, pool.tp, pool.limits,
                                   BlockPool(pool.kv_blocks, pool.limits.block_size), step_model, hooks,
-                                  UtilisationTimeline(self._util_bin_s), self.fast_forward, cache))
+                                  UtilisationTimeline(self.options.util_bin_s), self.options.fast_forward, cache))
             self._next_instance += 1
         self.engines[pool.role] = engines
         self.routers[pool.role] = Router(pool.router, engines)
@@ -63,14 +82,60 @@ class Cluster:
         """A request reaches the router; one too long for the model is refused, as vLLM does."""
         self.requests.append(request)
         if request.prompt_tokens + request.output_tokens > self.spec.max_model_len:
-            request.status = "rejected"
-            request.reason = (f"prompt+output={request.prompt_tokens + request.output_tokens} "
-                              f"> max_model_len={self.spec.max_model_len}")
+            self._end(request, "rejected", f"prompt+output={request.prompt_tokens + request.output_tokens} "
+                                           f"> max_model_len={self.spec.max_model_len}")
             return
         self._dispatch(request)
 
     def _dispatch(self, request: Request) -> None:
+        """Send a request (new or retried) to its first pool."""
         raise NotImplementedError
+
+    @property
+    def all_engines(self) -> list[Engine]:
+        return [engine for engines in self.engines.values() for engine in engines]
+
+    def fail_instance(self, instance_id: int) -> None:
+        self.all_engines[instance_id].fail()
+
+    def recover_instance(self, instance_id: int) -> None:
+        self.all_engines[instance_id].recover()
+
+    def _end(self, request: Request, status: str, reason: str = "") -> None:
+        request.status = status
+        request.reason = reason
+        self._ended += 1
+        if self._ended == self._expected:
+            self.done.succeed()
+
+    def _route(self, role: str, request: Request) -> Engine | None:
+        """An instance of the pool that is up, or None (and the request failed) when none is."""
+        engine = self.routers[role].pick(request)
+        if engine is None:
+            self._end(request, "failed", f"no {role} instance up")
+        return engine
+
+    def _deliver(self, engine: Engine, seq: Sequence) -> None:
+        """After the proxy hop: an instance that went down meanwhile loses the request."""
+        if engine.up:
+            engine.submit(seq)
+        else:
+            self._lost(engine, [seq], self.env.now)
+
+    def _lost(self, engine: Engine, seqs: list[Sequence], _now: float) -> None:
+        """`engine` failed holding `seqs`: the proxy resends what had not started streaming."""
+        for seq in seqs:
+            request = seq.request
+            if request.status != "pending":
+                continue
+            if self.faults.retry_on_failure and request.tokens_emitted == 0 \
+                    and request.retries < self.faults.max_retries:
+                request.retries += 1
+                request.restart()
+                self._dispatch(request)
+            else:
+                stage = "mid-stream" if request.tokens_emitted else "before its first token"
+                self._end(request, "failed", f"instance {engine.instance_id} failed {stage}")
 
     @staticmethod
     def _cache_prompt(engine: Engine, request: Request) -> None:
@@ -94,7 +159,7 @@ class Cluster:
         request.tokens_emitted += 1
         if request.tokens_emitted == request.output_tokens:
             request.completion_s = now
-            request.status = "completed"
+            self._end(request, "completed")
 
 
     def _record_repeated_tokens(self, _engine: Engine, seqs: list[Sequence], times: np.ndarray) -> None:
@@ -112,20 +177,21 @@ class Cluster:
             request.tokens_emitted += extra
             if request.tokens_emitted == request.output_tokens:
                 request.completion_s = last
-                request.status = "completed"
+                self._end(request, "completed")
 
 
 class MonolithicCluster(Cluster):
-    def __init__(self, env: simpy.Environment, spec: ClusterSpec, util_bin_s: float, fast_forward: bool,
-                 prefix_block_tokens: int | None):
-        super().__init__(env, spec, util_bin_s, fast_forward, prefix_block_tokens)
+    def __init__(self, env: simpy.Environment, spec: ClusterSpec, options: SimOptions, expected_requests: int):
+        super().__init__(env, spec, options, expected_requests)
         self._build_pool(spec.pool(MIXED), EngineHooks(on_token=self._on_token, on_finished=_ignore,
-                                                       on_repeated_tokens=self._record_repeated_tokens))
+                                                       on_repeated_tokens=self._record_repeated_tokens,
+                                                       on_lost=self._lost))
 
     def _dispatch(self, request: Request) -> None:
-        engine = self.routers[MIXED].pick(request)
-        seq = Sequence(request, request.prompt_tokens, request.output_tokens)
-        self._after(self.hop_s, lambda: engine.submit(seq))
+        engine = self._route(MIXED, request)
+        if engine is not None:
+            seq = Sequence(request, request.prompt_tokens, request.output_tokens)
+            self._after(self.hop_s, lambda: self._deliver(engine, seq))
 
     def _on_token(self, engine: Engine, seq: Sequence, now: float) -> None:
         request = seq.request
@@ -136,25 +202,53 @@ class MonolithicCluster(Cluster):
         self._record_token(engine, seq, now)
 
 
+@dataclass(slots=True, eq=False)
+class HeldPrompt:
+    """A prompt's KV held on a prefill instance until the decode side pulls it (or the lease ends)."""
+
+    engine: Engine
+    seq: Sequence
+    incarnation: int      # of the prefill engine when it computed the prompt
+    pulling: bool = False
+    expired: bool = False
+
+    @property
+    def alive(self) -> bool:
+        return self.engine.incarnation == self.incarnation and not self.expired
+
+    def release(self) -> None:
+        if self.engine.incarnation == self.incarnation and self.seq.blocks:
+            self.engine.release_held(self.seq)
+
+
 class DisaggregatedCluster(Cluster):
-    def __init__(self, env: simpy.Environment, spec: ClusterSpec, util_bin_s: float, fast_forward: bool,
-                 prefix_block_tokens: int | None):
-        super().__init__(env, spec, util_bin_s, fast_forward, prefix_block_tokens)
+    def __init__(self, env: simpy.Environment, spec: ClusterSpec, options: SimOptions, expected_requests: int):
+        super().__init__(env, spec, options, expected_requests)
         self.network = KVNetwork(env, spec.link.latency_s)
         self._build_pool(spec.pool(PREFILL), EngineHooks(on_token=self._on_prefill_token,
-                                                         on_finished=self._on_prefill_done))
+                                                         on_finished=self._on_prefill_done, on_lost=self._lost))
         self._build_pool(spec.pool(DECODE), EngineHooks(on_token=self._record_token, on_finished=_ignore,
                                                         on_repeated_tokens=self._record_repeated_tokens,
-                                                        start_pull=self._start_pull))
+                                                        start_pull=self._start_pull, on_lost=self._lost))
         self.endpoints = {engine.instance_id: Endpoint(f"instance{engine.instance_id}",
                                                        spec.link.endpoint_bandwidth(engine.tp, pool.gpu.gpus_per_node))
                           for pool in spec.pools for engine in self.engines[pool.role]}
-        self._prefill_of: dict[int, tuple[Engine, Sequence]] = {}
+        self._held: dict[int, HeldPrompt] = {}
+        self._rng = np.random.default_rng(options.seed)
+
+    def fail_instance(self, instance_id: int) -> None:
+        super().fail_instance(instance_id)
+        self.network.endpoint_down(self.endpoints[instance_id])
+
+    def recover_instance(self, instance_id: int) -> None:
+        super().recover_instance(instance_id)
+        self.network.endpoint_up(self.endpoints[instance_id])
 
     def _dispatch(self, request: Request) -> None:
-        engine = self.routers[PREFILL].pick(request)
-        seq = Sequence(request, request.prompt_tokens, max_new_tokens=1)
-        self._after(self.hop_s, lambda: engine.submit(seq))
+        engine = self._route(PREFILL, request)
+        if engine is not None:
+            seq = Sequence(request, request.prompt_tokens, max_new_tokens=1)
+            self._after(self.hop_s, lambda: self._deliver(engine, seq))
 
     def _on_prefill_token(self, engine: Engine, seq: Sequence, now: float) -> None:
         seq.request.prefill_end_s = now   # the sampled token is discarded by the proxy
@@ -162,41 +256,73 @@ class DisaggregatedCluster(Cluster):
 
     def _on_prefill_done(self, engine: Engine, seq: Sequence, _now: float) -> None:
         request = seq.request
-        self._prefill_of[request.id] = (engine, seq)
+        held = HeldPrompt(engine, seq, engine.incarnation)
+        self._held[request.id] = held
+        self._after(self.faults.kv_lease_s, lambda: self._lease_ends(held))
         self._after(2 * self.hop_s, lambda: self._send_to_decode(request))
 
+    def _lease_ends(self, held: HeldPrompt) -> None:
+        """Blocks never pulled within the lease are freed; a later pull of them fails."""
+        if not held.pulling and held.alive:
+            held.expired = True
+            held.release()
+
     def _send_to_decode(self, request: Request) -> None:
-        engine = self.routers[DECODE].pick(request)
-        request.decode_instance = engine.instance_id
-        engine.submit(Sequence(request, request.prompt_tokens, request.output_tokens, needs_remote_kv=True))
+        engine = self._route(DECODE, request)
+        if engine is not None:
+            request.decode_instance = engine.instance_id
+            self._deliver(engine, Sequence(request, request.prompt_tokens, request.output_tokens,
+                                           needs_remote_kv=True))
 
     def _start_pull(self, decode_engine: Engine, seq: Sequence) -> None:
         request = seq.request
-        prefill_engine, prefill_seq = self._prefill_of.pop(request.id)
+        held = self._held.pop(request.id)
+        held.pulling = True
         request.transfer_start_s = self.env.now
         cached = 0
         if decode_engine.prefix_cache is not None and request.prefix_hashes:
             cached = decode_engine.prefix_cache.cached_tokens(request.prefix_hashes, request.prompt_tokens)
             decode_engine.prefix_cache.record_lookup(request.prompt_tokens, cached)
         nbytes = kv_transfer_bytes(self.model, request.prompt_tokens - cached)   # only what D lacks
-        request.kv_bytes_transferred = nbytes
+        request.kv_bytes_transferred += nbytes
+        incarnation = decode_engine.incarnation
+        rate = self.faults.kv_transfer_failure_rate
+        breaks = rate > 0 and self._rng.random() < rate
 
         def pulled() -> None:
+            if breaks:
+                failed()
+                return
+            if decode_engine.incarnation != incarnation:
+                return   # the decode instance failed meanwhile; the request was handled then
             request.transfer_end_s = self.env.now
-            prefill_engine.release_held(prefill_seq)
+            held.release()
             self._cache_prompt(decode_engine, request)
             decode_engine.kv_received(seq)
 
-        self.network.transfer(self.endpoints[prefill_engine.instance_id],
-                              self.endpoints[decode_engine.instance_id], nbytes, pulled)
+        def failed() -> None:
+            held.release()
+            if decode_engine.incarnation != incarnation:
+                return
+            request.transfer_end_s = self.env.now
+            if self.faults.kv_load_failure_policy == "recompute":
+                request.kv_recomputes += 1
+                decode_engine.kv_recompute(seq)
+            else:
+                decode_engine.drop(seq)
+                self._end(request, "failed", "KV pull failed")
+
+        if not held.alive:
+            self._after(self.spec.link.latency_s, failed)
+            return
+        self.network.transfer(self.endpoints[held.engine.instance_id],
+                              self.endpoints[decode_engine.instance_id], nbytes, pulled, failed)
 
 
 def _ignore(_engine: Engine, _seq: Sequence, _now: float) -> None:
     """Completion is recorded with the last token; nothing more to do when a sequence ends."""
 
 
-def build_cluster(env: simpy.Environment, spec: ClusterSpec, util_bin_s: float, fast_forward: bool = True,
-                  prefix_block_tokens: int | None = None) -> Cluster:
-    """`prefix_block_tokens`: tokens per prefix-block hash of the workload (None: no hashes)."""
+def build_cluster(env: simpy.Environment, spec: ClusterSpec, options: SimOptions, expected_requests: int) -> Cluster:
     kind = MonolithicCluster if spec.architecture == "monolithic" else DisaggregatedCluster
-    return kind(env, spec, util_bin_s, fast_forward, prefix_block_tokens)
+    return kind(env, spec, options, expected_requests)

@@ -51,6 +51,10 @@ class DecodeWindow:
         step end is seen by the schedule at that time)."""
         return int(np.searchsorted(self.ends, now, side="left")) + 1
 
+    def steps_done_before(self, now: float) -> int:
+        """Steps that ended before `now` (a failure at `now` loses the step in progress)."""
+        return int(np.searchsorted(self.ends, now, side="left"))
+
     def blocks_allocated_by(self, now: float) -> int:
         """Blocks the window's later steps have allocated by `now` (one allocation per step start)."""
         if self._allocated is None:   # built on the first query: routers ask often, windows end early

@@ -36,6 +36,7 @@ from sim.utilisation import UtilisationTimeline
 Callback = Callable[["Engine", Sequence, float], None]
 
 MIXED, PREFILL, DECODE = "mixed", "prefill", "decode"
+FAILURE = "instance failure"   # the interrupt cause that takes an engine down
 
 
 @dataclass(slots=True)
@@ -44,6 +45,7 @@ class EngineHooks:
     on_finished: Callback
     on_repeated_tokens: Callable[["Engine", list[Sequence], np.ndarray], None] | None = None
     start_pull: Callable[["Engine", Sequence], None] | None = None
+    on_lost: Callable[["Engine", list[Sequence], float], None] | None = None
 
 
 class Engine:
@@ -70,9 +72,24 @@ class Engine:
         self.outstanding = 0          # sequences submitted and not finished
         self.steps = 0
         self.fast_forward = fast_forward
+        self.up = True
+        self.incarnation = 0          # bumped at each failure: callbacks from before it are stale
         self._wakeup: simpy.Event | None = None
+        self._recovered: simpy.Event | None = None
         self._window: DecodeWindow | None = None
         self._process = env.process(self._run())
+
+    def fail(self) -> None:
+        """The instance goes down now; what it held is reported lost through `on_lost`."""
+        if self.up:
+            self.up = False
+            self.incarnation += 1
+            self._process.interrupt(FAILURE)
+
+    def recover(self) -> None:
+        if not self.up:
+            self.up = True
+            self._recovered.succeed()
 
     def submit(self, seq: Sequence) -> None:
         seq.engine_id = self.instance_id
@@ -82,6 +99,18 @@ class Engine:
 
     def kv_received(self, seq: Sequence) -> None:
         self.scheduler.kv_received(seq)
+        self._wake()
+
+    def kv_recompute(self, seq: Sequence) -> None:
+        """The pull of `seq`'s prompt failed: compute the prompt here (its blocks are reserved)."""
+        self.scheduler.kv_failed(seq)
+        self._wake()
+
+    def drop(self, seq: Sequence) -> None:
+        """Give up on a sequence that was waiting for its KV."""
+        self.scheduler.pulling.discard(seq)
+        self.scheduler.release(seq)
+        self.outstanding -= 1
         self._wake()
 
     def release_held(self, seq: Sequence) -> None:
@@ -108,6 +137,36 @@ class Engine:
             self._process.interrupt()
 
     def _run(self):
+        while True:
+            try:
+                yield from self._serve()
+            except simpy.Interrupt:   # only FAILURE gets here: window interrupts are handled inside
+                self._go_down()
+                self._recovered = self.env.event()
+                yield self._recovered
+
+    def _go_down(self) -> None:
+        now = self.env.now
+        if self._window is not None:   # steps that ended before the failure did happen
+            window, self._window = self._window, None
+            done = window.steps_done_before(now)
+            if done:
+                self._apply_window(window, done)
+        scheduler = self.scheduler
+        lost = [*scheduler.running, *scheduler.waiting, *scheduler.ready,
+                *sorted(scheduler.pulling, key=lambda seq: seq.request.id)]
+        scheduler.running = []
+        scheduler.waiting.clear()
+        scheduler.ready.clear()
+        scheduler.pulling.clear()
+        self.kv.used = 0              # held prefill blocks and pulls in flight are gone too
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()
+        self.outstanding = 0
+        self._wakeup = None
+        self.hooks.on_lost(self, lost, now)
+
+    def _serve(self):
         env = self.env
         while True:
             step = self.scheduler.schedule()
@@ -141,7 +200,9 @@ class Engine:
         try:
             yield env.timeout(delay_until(env.now, float(window.ends[-1])))
             steps = len(window)
-        except simpy.Interrupt:
+        except simpy.Interrupt as interrupt:
+            if interrupt.cause == FAILURE:
+                raise
             steps = window.steps_done_by(env.now)
             yield env.timeout(delay_until(env.now, float(window.ends[steps - 1])))
         self._window = None

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from sim import plots
 from sim.catalog import gpu_from_config, link_from_config, model_from_config
 from sim.config import ClusterSpec, ConfigError, cluster_spec
+from sim.faults import fault_plan
 from sim.metrics import SLO, summarize
 from sim.report import format_table
 from sim.run import RunResult, simulate
@@ -64,8 +65,10 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], out_dir: Path | None = N
     specs = plan(cfg)
     slo = slo_from_config(cfg["slo"])
     workload = build_workload(cfg["workload"], int(cfg["seed"]))
+    faults = fault_plan(cfg.get("faults"))
     util_bin_s = float(cfg["metrics"]["util_bin_s"])
-    results = {name: simulate(spec, workload, util_bin_s) for name, spec in specs.items()}
+    results = {name: simulate(spec, workload, util_bin_s, faults=faults, seed=int(cfg["seed"]))
+               for name, spec in specs.items()}
     summaries = {name: summarize(r.spec, r.requests, r.itl, slo, r.utilisation) | {"sim_wall_s": r.wall_s}
                  for name, r in results.items()}
     if out_dir is not None:

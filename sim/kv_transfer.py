@@ -7,6 +7,9 @@ among the flows through it, and a flow moves at the smaller of its two shares. R
 recomputed whenever a flow starts or ends, so a transfer's duration depends on what else is
 on the wire, as on a real NIC. A fixed latency per transfer (handshake and completion
 notification) comes before the bytes.
+
+The network's bandwidth can be scaled (a degraded link; 0 = down, flows stall), and the
+flows of an endpoint whose instance failed are dropped, their `on_fail` called.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class Flow:
     dst: Endpoint
     remaining: float
     on_done: Callable[[], None]
+    on_fail: Callable[[], None] | None = None
     rate: float = field(default=0.0)
 
 
@@ -48,14 +52,41 @@ class KVNetwork:
         self.latency_s = latency_s
         self.flows: list[Flow] = []
         self.peak_concurrent = 0
+        self.bandwidth_factor = 1.0
+        self._down: set[int] = set()           # ids of endpoints whose instance is down
         self._updated_at = 0.0
         self._generation = 0
 
-    def transfer(self, src: Endpoint, dst: Endpoint, nbytes: float, on_done: Callable[[], None]) -> None:
-        flow = Flow(src, dst, float(nbytes), on_done)
+    def transfer(self, src: Endpoint, dst: Endpoint, nbytes: float, on_done: Callable[[], None],
+                 on_fail: Callable[[], None] | None = None) -> None:
+        flow = Flow(src, dst, float(nbytes), on_done, on_fail)
         self.env.timeout(self.latency_s).callbacks.append(lambda _event: self._start(flow))
 
+    def set_bandwidth_factor(self, factor: float) -> None:
+        """From now on every endpoint runs at `factor` of its bandwidth."""
+        self._advance()
+        self.bandwidth_factor = factor
+        self._reschedule()
+
+    def endpoint_down(self, endpoint: Endpoint) -> None:
+        """Its instance failed: its flows fail, and new ones through it fail at once."""
+        self._down.add(id(endpoint))
+        self._advance()
+        dropped = [f for f in self.flows if f.src is endpoint or f.dst is endpoint]
+        self._remove(dropped)
+        self._reschedule()
+        for flow in dropped:
+            if flow.on_fail is not None:
+                flow.on_fail()
+
+    def endpoint_up(self, endpoint: Endpoint) -> None:
+        self._down.discard(id(endpoint))
+
     def _start(self, flow: Flow) -> None:
+        if id(flow.src) in self._down or id(flow.dst) in self._down:
+            if flow.on_fail is not None:
+                flow.on_fail()
+            return
         if flow.remaining <= 0:
             flow.on_done()
             return
@@ -77,14 +108,23 @@ class KVNetwork:
         self._generation += 1
         if not self.flows:
             return
+        factor = self.bandwidth_factor
         for flow in self.flows:
-            flow.rate = min(flow.src.bandwidth / flow.src.active_flows,
-                            flow.dst.bandwidth / flow.dst.active_flows)
+            flow.rate = factor * min(flow.src.bandwidth / flow.src.active_flows,
+                                     flow.dst.bandwidth / flow.dst.active_flows)
+        if factor == 0:
+            return   # the link is down: nothing moves until set_bandwidth_factor restores it
         next_s = min(flow.remaining / flow.rate for flow in self.flows)
         first = [f for f in self.flows if f.remaining / f.rate == next_s]
         generation = self._generation
         self.env.timeout(max(0.0, next_s)).callbacks.append(
             lambda _event: self._finish(generation, first))
+
+    def _remove(self, flows: list[Flow]) -> None:
+        self.flows = [f for f in self.flows if f not in flows]
+        for flow in flows:
+            flow.src.active_flows -= 1
+            flow.dst.active_flows -= 1
 
     def _finish(self, generation: int, finishing: list[Flow]) -> None:
         if generation != self._generation:
@@ -93,10 +133,7 @@ class KVNetwork:
         for flow in finishing:
             flow.remaining = 0.0
         done = [f for f in self.flows if f.remaining <= 0.0]
-        self.flows = [f for f in self.flows if f.remaining > 0.0]
-        for flow in done:
-            flow.src.active_flows -= 1
-            flow.dst.active_flows -= 1
+        self._remove(done)
         self._reschedule()
         for flow in done:
             flow.on_done()

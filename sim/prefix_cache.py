@@ -55,6 +55,10 @@ class PrefixCache:
         while len(self._blocks) > self.capacity_blocks:
             self._blocks.popitem(last=False)
 
+    def clear(self) -> None:
+        """The instance failed: its KV is gone."""
+        self._blocks.clear()
+
     @property
     def hit_rate(self) -> float:
         return self.hit_tokens / self.lookup_tokens if self.lookup_tokens else 0.0

@@ -29,6 +29,9 @@ _row("gpus", "GPUs", str)
 _row("requests", "requests", str)
 _row("completed", "completed", str)
 _row("rejected", "rejected (too long)", str)
+_row("failed", "failed", str)
+_row("retries", "retried after a failure", str)
+_row("kv_recomputes", "KV pulls failed, recomputed", str)
 for _name, _label in (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2e", "E2E")):
     for _q in (("p50", "p90", "p99") if _name == "ttft" else ("p50", "p99")):
         _row(f"{_name}_{_q}_s", f"{_label} {_q} (ms)", _ms)

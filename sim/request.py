@@ -20,7 +20,7 @@ class Request:
     arrival_s: float
     prompt_tokens: int
     output_tokens: int
-    status: str = "pending"          # pending | completed | rejected
+    status: str = "pending"          # pending | completed | rejected | failed
     reason: str = ""
     prefill_instance: int = -1
     decode_instance: int = -1
@@ -37,6 +37,15 @@ class Request:
     kv_bytes_transferred: float = 0.0
     cached_prompt_tokens: int = 0    # prompt tokens found in the prefix cache (not computed)
     prefix_hashes: tuple[int, ...] = ()   # the prompt's prefix-block hashes, when the trace has them
+    retries: int = 0                 # times the proxy resent it after an instance failure
+    kv_recomputes: int = 0           # failed KV pulls recomputed on the decode instance
+
+    def restart(self) -> None:
+        """Resent from scratch after a failure: forget the lost attempt's progress."""
+        self.prefill_start_s = self.prefill_end_s = NAN
+        self.transfer_start_s = self.transfer_end_s = NAN
+        self.prefill_instance = self.decode_instance = -1
+        self.cached_prompt_tokens = 0
 
 
 @dataclass(slots=True, eq=False)

@@ -28,16 +28,22 @@ class Router:
         self.engines = list(engines)
         self._next = 0
 
-    def pick(self, request: Request) -> Engine:
+    def pick(self, request: Request) -> Engine | None:
+        """An instance that is up for `request`, or None when all are down."""
+        up = [e for e in self.engines if e.up]
+        if not up:
+            return None
         if self.policy == "round_robin":
-            engine = self.engines[self._next]
-            self._next = (self._next + 1) % len(self.engines)
-            return engine
+            for _ in range(len(self.engines)):
+                engine = self.engines[self._next]
+                self._next = (self._next + 1) % len(self.engines)
+                if engine.up:
+                    return engine
         if self.policy == "least_outstanding":
-            return min(self.engines, key=lambda e: e.outstanding)
+            return min(up, key=lambda e: e.outstanding)
         if self.policy == "least_kv":
-            return min(self.engines, key=lambda e: (e.kv_usage(), e.outstanding))
-        return min(self.engines, key=lambda e: (_uncached_tokens(e, request) + e.pending_tokens(), e.outstanding))
+            return min(up, key=lambda e: (e.kv_usage(), e.outstanding))
+        return min(up, key=lambda e: (_uncached_tokens(e, request) + e.pending_tokens(), e.outstanding))
 
 
 def _uncached_tokens(engine: Engine, request: Request) -> int:

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from sim.cluster import Cluster, DisaggregatedCluster, build_cluster
+from sim.cluster import Cluster, DisaggregatedCluster, SimOptions, build_cluster
+from sim.faults import FaultPlan, inject_faults
 from sim.config import ClusterSpec
 from sim.request import Request
 from sim.samples import Distribution
@@ -38,21 +39,42 @@ class RunResult:
         return self.spec.architecture
 
 
-def simulate(spec: ClusterSpec, workload: Workload, util_bin_s: float = 1.0, fast_forward: bool = True) -> RunResult:
-    """Run `workload` through the cluster `spec`. `fast_forward=False` executes every engine
-    step as its own event: the slow reference that the fast path must match bit for bit."""
+def simulate(spec: ClusterSpec, workload: Workload, util_bin_s: float = 1.0, fast_forward: bool = True,
+             faults: FaultPlan | None = None, seed: int = 0) -> RunResult:
+    """Run `workload` through the cluster `spec` until every request has ended. `fast_forward=False`
+    executes every engine step as its own event: the slow reference that the fast path must
+    match bit for bit. `seed` drives the random failures of `faults`."""
     started = time.perf_counter()
     env = simpy.Environment()
-    cluster = build_cluster(env, spec, util_bin_s, fast_forward, prefix_block_tokens(workload))
-    env.process(_arrivals(env, workload, cluster))
-    env.run()
-    wall_s = time.perf_counter() - started
+    options = SimOptions(util_bin_s, fast_forward, prefix_block_tokens(workload), faults or FaultPlan(), seed)
+    cluster = build_cluster(env, spec, options, len(workload))
     network = cluster.network if isinstance(cluster, DisaggregatedCluster) else None
+    inject_faults(env, cluster, len(cluster.all_engines), options.faults, network, seed)
+    env.process(_arrivals(env, workload, cluster))
+    _run_until_every_request_ends(env, cluster, float(workload.arrival_s[-1]))
+    wall_s = time.perf_counter() - started
     return RunResult(spec=spec, requests=requests_table(cluster.requests),
                      itl=cluster.itl.distribution(),
                      utilisation=utilisation_table(cluster, env.now), instances=instances_table(cluster),
                      peak_concurrent_transfers=network.peak_concurrent if network else 0,
                      end_s=env.now, wall_s=wall_s)
+
+
+STUCK_AFTER_S = 86_400.0   # simulated time after the last arrival by which every request must have ended
+
+
+def _run_until_every_request_ends(env: simpy.Environment, cluster: Cluster, last_arrival_s: float) -> None:
+    """Run to the end of the last request; a request that never ends is a bug, reported loudly
+    (failure processes would otherwise keep the simulation going forever)."""
+    watchdog = env.timeout(last_arrival_s + STUCK_AFTER_S)
+    try:
+        env.run(until=env.any_of([cluster.done, watchdog]))
+    except RuntimeError:   # SimPy: no events left before `until`
+        pass
+    if not cluster.done.triggered:
+        stuck = [r.id for r in cluster.requests if r.status == "pending"]
+        raise RuntimeError(f"simulation ended with {len(stuck)} requests that never completed or failed "
+                           f"(ids {stuck[:10]}...) or never arrived; this is a simulator bug")
 
 
 def prefix_block_tokens(workload: Workload) -> int | None:

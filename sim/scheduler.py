@@ -53,12 +53,19 @@ class Scheduler:
         self.running: list[Sequence] = []
         self.waiting: deque[Sequence] = deque()
         self.ready: deque[Sequence] = deque()   # remote KV arrived, not yet running
+        self.pulling: set[Sequence] = set()     # blocks reserved, remote KV on its way
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
 
     def kv_received(self, seq: Sequence) -> None:
+        self.pulling.discard(seq)
         seq.num_computed = seq.prompt_tokens - 1
+        self.ready.append(seq)
+
+    def kv_failed(self, seq: Sequence) -> None:
+        self.pulling.discard(seq)
+        seq.num_computed = 0
         self.ready.append(seq)
 
     @property
@@ -134,6 +141,7 @@ class Scheduler:
                 seq.blocks = need
                 seq.needs_remote_kv = False
                 queue.popleft()
+                self.pulling.add(seq)
                 step.pulls.append(seq)
                 continue
             starts_prefill = seq.num_computed == 0   # new, or restarting after preemption

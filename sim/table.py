@@ -35,6 +35,8 @@ REQUEST_COLUMNS: dict[str, str] = {
     "num_preemptions": "times the request was preempted and recomputed",
     "kv_bytes_transferred": "bytes of KV moved from prefill to decode",
     "cached_prompt_tokens": "prompt tokens served from the prefix cache instead of computed",
+    "retries": "times the proxy resent the request after an instance failure",
+    "kv_recomputes": "failed KV pulls whose prompt the decode instance recomputed",
 }
 
 
