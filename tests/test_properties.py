@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from conftest import compose_config
 from sim.experiment import plan
+from sim.faults import fault_plan
 from sim.run import simulate
 from sim.workload import Workload
 
@@ -53,6 +54,37 @@ def workloads(draw):
     prompts = draw(st.lists(st.integers(1, 1100), min_size=n, max_size=n))   # some exceed max_model_len
     outputs = draw(st.lists(st.integers(1, 200), min_size=n, max_size=n))
     return Workload("random", np.asarray(arrivals), np.asarray(prompts), np.asarray(outputs), "hypothesis")
+
+
+fault_plans = st.fixed_dictionaries({
+    "instance_mtbf_s": st.sampled_from([None, 5.0, 20.0]),
+    "instance_mttr_s": st.sampled_from([0.5, 3.0]),
+    "schedule": st.lists(st.fixed_dictionaries({"instance": st.integers(0, 1), "at_s": st.floats(0, 20),
+                                                "down_s": st.floats(0.1, 5)}), max_size=2),
+    "retry_on_failure": st.booleans(),
+    "link_events": st.lists(st.fixed_dictionaries({"at_s": st.floats(0, 20), "duration_s": st.floats(0.1, 5),
+                                                   "bandwidth_factor": st.sampled_from([0.0, 0.1])}), max_size=2),
+    "kv_transfer_failure_rate": st.sampled_from([0.0, 0.3]),
+    "kv_load_failure_policy": st.sampled_from(["recompute", "fail"]),
+    "kv_lease_s": st.sampled_from([0.5, 30.0]),
+})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(clusters(), workloads(), fault_plans, st.integers(0, 3))
+def test_every_request_ends_with_a_reason_under_random_faults(spec, workload, faults, seed):
+    plan = fault_plan(faults)
+    result = simulate(spec, workload, util_bin_s=0.5, faults=plan, seed=seed)
+    table = result.requests
+    assert set(table.status) <= {"completed", "rejected", "failed"}
+    assert (table.reason[table.status != "completed"] != "").all()
+    done = table[table.status == "completed"]
+    assert (done.arrival_s <= done.prefill_start_s).all() and (done.prefill_end_s <= done.first_token_s).all()
+    assert (done.first_token_s <= done.completion_s).all()
+    assert (result.instances.kv_peak_blocks <= result.instances.kv_blocks).all()
+    assert (table.retries <= plan.max_retries).all()
+    reference = simulate(spec, workload, util_bin_s=0.5, faults=plan, seed=seed, fast_forward=False)
+    pd.testing.assert_frame_equal(table, reference.requests, check_exact=True)
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
