@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from sim.catalog import GPUSpec, LinkSpec, ModelSpec
+from sim.catalog import GPUSpec, LinkSpec, ModelSpec, gpu_from_config
 from sim.engine import DECODE, MIXED, PREFILL
 from sim.kv_cache import GIB, blocks_for, kv_bytes_per_gpu, num_kv_blocks
 from sim.router import POLICIES
@@ -86,6 +86,10 @@ def cluster_spec(serving: Mapping[str, Any], model: ModelSpec, gpu: GPUSpec, lin
 
 
 def pool_spec(where: str, cfg: Mapping[str, Any], role: str, model: ModelSpec, gpu: GPUSpec) -> PoolSpec:
+    """`gpu` unless the pool names its own `hardware` (a hardware/ config as a mapping): pools of
+    different GPUs, e.g. H100 prefill and A100 decode."""
+    if cfg.get("hardware") is not None:
+        gpu = gpu_from_config(cfg["hardware"])
     instances = int(cfg.get("instances", 0))
     tp = int(cfg.get("tp", 1))
     router = cfg.get("router", "round_robin")

@@ -28,12 +28,32 @@ def as_dict(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
+HARDWARE_DIR = Path(__file__).resolve().parents[1] / "configs" / "hardware"
+
+
+def resolve_hardware_names(serving: Mapping[str, Any]) -> dict[str, Any]:
+    """`serving` with every pool's `hardware: <name>` replaced by configs/hardware/<name>.yaml."""
+    out = {}
+    for key, value in serving.items():
+        if key == "hardware" and isinstance(value, str):
+            path = HARDWARE_DIR / f"{value}.yaml"
+            if not path.exists():
+                names = sorted(p.stem for p in HARDWARE_DIR.glob("*.yaml"))
+                raise ConfigError(f"a serving pool's hardware is {value!r}; choose one of {names}")
+            value = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        elif isinstance(value, Mapping):
+            value = resolve_hardware_names(value)
+        out[key] = value
+    return out
+
+
 def plan(cfg: Mapping[str, Any]) -> dict[str, ClusterSpec]:
-    """Cluster plans for every architecture the config asks for, all checked before any runs."""
+    """Cluster plans for every architecture the config asks for, all checked before any runs.
+    A pool may name its own GPU (`serving.prefill.hardware: a100-80gb`); the others use `hardware`."""
     model = model_from_config(cfg["model"])
     gpu = gpu_from_config(cfg["hardware"])
     link = link_from_config(cfg["network"])
-    serving = cfg["serving"]
+    serving = resolve_hardware_names(cfg["serving"])
     if serving.get("architecture") == "compare":
         specs = {name: cluster_spec(serving[name], model, gpu, link, where=f"serving.{name}")
                  for name in ("monolithic", "disaggregated")}
