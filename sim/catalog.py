@@ -8,7 +8,12 @@ weight bytes, KV bytes per token) are computed here from the architecture, never
 from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
 from typing import Any, Mapping
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +147,27 @@ def model_from_config(cfg: Mapping[str, Any]) -> ModelSpec:
     return ModelSpec(**_fields(ModelSpec, cfg))
 
 
+# What a named calibration sets in a hardware entry (same keys, same layout).
+CALIBRATED = ("efficiency", "allreduce_latency_s", "step_overhead_s")
+
+
+def load_config(group: str, name: str) -> dict[str, Any]:
+    """configs/<group>/<name>.yaml as plain containers."""
+    path = CONFIG_DIR / group / f"{name}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no {group} entry {name!r}: {path} does not exist")
+    return yaml.safe_load(path.read_text())
+
+
 def gpu_from_config(cfg: Mapping[str, Any]) -> GPUSpec:
+    """A hardware entry; with `calibration: <name>` set, the efficiencies and latencies come from
+    configs/calibration/<name>.yaml (written by `python -m sim.calibrate`) instead of the entry."""
+    if cfg.get("calibration"):
+        fitted = load_config("calibration", cfg["calibration"])
+        if fitted.get("hardware") != cfg["name"]:
+            raise ValueError(f"hardware {cfg['name']!r} names calibration {cfg['calibration']!r}, "
+                             f"which was fitted for {fitted.get('hardware')!r}")
+        cfg = {**cfg, **{key: fitted[key] for key in CALIBRATED}}
     values = _fields(GPUSpec, cfg)
     values["efficiency"] = Efficiency(**_fields(Efficiency, cfg["efficiency"]))
     return GPUSpec(**values)

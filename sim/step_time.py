@@ -100,13 +100,13 @@ class StepTimeModel:
                                     + lm_head_bytes)
         self._expert_bytes_all_layers = model.num_layers * model.expert_params * model.weight_bytes_per_param
         if tp > 1:
-            ring = 2.0 * (tp - 1) / tp
-            per_token = ring * model.hidden_size * ACTIVATION_BYTES / (gpu.nvlink_bandwidth * eff.nvlink)
+            # Ring all-reduce: every GPU sends and receives 2(tp-1)/tp of the buffer.
+            self._allreduce_s_per_byte = 2.0 * (tp - 1) / tp / (gpu.nvlink_bandwidth * eff.nvlink)
             calls = 2 * model.num_layers
             self._allreduce_fixed_s = calls * gpu.allreduce_latency_s
-            self._allreduce_s_per_token = calls * per_token
+            self._allreduce_s_per_token = calls * self._allreduce_s_per_byte * model.hidden_size * ACTIVATION_BYTES
         else:
-            self._allreduce_fixed_s = self._allreduce_s_per_token = 0.0
+            self._allreduce_s_per_byte = self._allreduce_fixed_s = self._allreduce_s_per_token = 0.0
 
     def weight_bytes_read(self, tokens: int) -> float:
         experts = experts_touched(self.model, tokens) if self.model.is_moe else 1.0
@@ -133,6 +133,20 @@ class StepTimeModel:
         attention_s, attention_flops, kv_bytes = self._attention(pairs, pairs, seqs, maximum=np.maximum)
         time_s = linear_s + attention_s + self._allreduce(seqs) + self.gpu.step_overhead_s
         return time_s, linear_flops + attention_flops, weight_bytes + kv_bytes
+
+    def breakdown(self, batch: BatchShape) -> dict[str, float]:
+        """Seconds of `cost(batch)` per kernel class (linear, attention, allreduce, overhead);
+        they add up to its time. Calibration fits each class to what was measured of it."""
+        return {"linear": self._linear(batch.tokens, batch.sampled_seqs)[0],
+                "attention": self._attention(batch.attention_pairs, batch.kv_read_tokens, batch.tokens)[0],
+                "allreduce": self._allreduce(batch.tokens),
+                "overhead": self.gpu.step_overhead_s}
+
+    def allreduce_time(self, nbytes: float) -> float:
+        """One all-reduce of `nbytes` over the instance's GPUs (none without TP)."""
+        if self.tp == 1:
+            return 0.0
+        return self.gpu.allreduce_latency_s + self._allreduce_s_per_byte * nbytes
 
     def _linear(self, tokens: int, sampled_seqs: int) -> tuple[float, float, float]:
         flops = self._linear_flops_per_token * tokens + self._lm_head_flops_per_seq * sampled_seqs

@@ -24,7 +24,8 @@ def test_small_decode_step_is_bound_by_reading_the_weights(llama8b, h100):
     # ~15 GB of bf16 weights (all but the input embedding table, which is only indexed) at ~2.7 TB/s:
     # about 5.6 ms, plus a small KV read and the host overhead
     embedding_bytes = llama8b.vocab_size * llama8b.hidden_size * 2
-    assert weight_read_s == pytest.approx((llama8b.weight_bytes - embedding_bytes) / (3.35e12 * 0.8), rel=1e-3)
+    assert weight_read_s == pytest.approx((llama8b.weight_bytes - embedding_bytes) / (3.35e12 * h100.efficiency.memory),
+                                          rel=1e-3)
     assert weight_read_s < cost.time_s < weight_read_s * 1.01 + h100.step_overhead_s
 
 

@@ -1,0 +1,117 @@
+"""Calibration: the file round-trips and refuses malformed input; the fit recovers the parameters
+that generated synthetic points; hardware entries load named calibrations."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import load_yaml
+from sim.calibrate import main as calibrate_main
+from sim.calibration import CalibrationFileError, Point, read_calibration_file, write_calibration_file
+from sim.catalog import gpu_from_config
+from sim.fit import fit, holdout_mask, parameters_of, predict, relative_errors, with_parameters
+from sim.step_time import BatchShape
+
+METADATA = {"hardware": "h100-sxm", "model": "llama3.1-8b", "tp": 1, "date": "2026-11-26",
+            "vllm_version": None, "torch_version": None, "source": "synthetic"}
+TRUE = {"gemm": 0.63, "attention": 0.41, "memory": 0.72, "nvlink": 0.55,
+        "allreduce_latency_s": 18e-6, "step_overhead_s": 2.5e-3}
+
+
+def synthetic_points(seed: int = 0, noise: float = 0.02) -> list[Point]:
+    """Whole steps and all-reduces of Llama-3.1-8B on H100 at TP 1/2/4, timed by the model itself
+    with TRUE parameters, times (1 + noise) lognormal."""
+    shapes = []
+    for tp in (1, 2, 4):
+        for n in (256, 1024, 4096, 8192):                       # prefills, some after a cached prefix
+            shapes += [("prefill", tp, BatchShape.of([(n, 0)], 1)), ("prefill", tp, BatchShape.of([(n, 8 * n)], 1))]
+        for seqs in (1, 8, 64, 256):                            # decodes at short and long contexts
+            for ctx in (512, 8192):
+                shapes.append(("decode", tp, BatchShape.of([(1, ctx)] * seqs, seqs)))
+        shapes.append(("mixed", tp, BatchShape.of([(512, 2048)] + [(1, 1000)] * 32, 33)))
+    points = [Point(kind, 1.0, "llama3.1-8b", tp, batch) for kind, tp, batch in shapes]
+    points += [Point("allreduce", 1.0, "llama3.1-8b", tp, bytes=float(b))
+               for tp in (2, 4) for b in (8e3, 1e6, 64e6)]
+    gpu = with_parameters(gpu_from_config(load_yaml("hardware", "h100-sxm")), TRUE)
+    times = predict(points, gpu, _models()) * np.random.default_rng(seed).lognormal(0.0, noise, len(points))
+    return [Point(p.kind, float(t), p.model, p.tp, p.batch, p.bytes) for p, t in zip(points, times)]
+
+
+def _models():
+    from sim.catalog import model_from_config
+    return {"llama3.1-8b": model_from_config(load_yaml("model", "llama3.1-8b"))}
+
+
+def test_fit_recovers_the_parameters_that_generated_the_points(h100):
+    points = synthetic_points()
+    held = holdout_mask(len(points), 0.2, seed=1)
+    result = fit(points, h100, _models(), held)           # starts from the H100 entry's defaults
+    assert set(result.free) == set(TRUE)
+    for name, value in TRUE.items():
+        assert result.parameters[name] == pytest.approx(value, rel=0.08), name
+    held_errors = relative_errors(result.predicted_s, points)[result.held_out]
+    assert np.median(np.abs(held_errors)) < 0.03          # ~ the 2 % noise
+
+
+def test_parameters_no_point_depends_on_keep_their_values(h100):
+    decodes = [p for p in synthetic_points() if p.kind == "decode" and p.tp == 1]
+    result = fit(decodes, h100, _models())
+    assert "nvlink" not in result.free and "allreduce_latency_s" not in result.free
+    assert result.parameters["nvlink"] == h100.efficiency.nvlink
+
+
+def test_calibration_file_round_trips(tmp_path):
+    points = synthetic_points()[:5] + [Point("transfer", 2e-3, "llama3.1-8b", 1, bytes=1e8, link="d2h")]
+    path = write_calibration_file(tmp_path / "c.json", METADATA, points)
+    read = read_calibration_file(path)
+    assert read.metadata == METADATA and read.points == points
+
+
+def test_chunks_describe_the_batch(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"metadata": METADATA, "points": [
+        {"kind": "mixed", "time_s": 0.01, "chunks": [[512, 100], [1, 30]], "sampled_seqs": 1}]}))
+    assert read_calibration_file(path).points[0].batch == BatchShape.of([(512, 100), (1, 30)], 1)
+
+
+@pytest.mark.parametrize("document, message", [
+    ({"points": []}, "'metadata'"),
+    ({"metadata": {**METADATA, "tp": None}, "points": [{}]}, "metadata lacks ['tp']"),
+    ({"metadata": METADATA, "points": []}, "non-empty list"),
+    ({"metadata": METADATA, "points": [{"kind": "warmup", "time_s": 1}]}, "points[0].kind"),
+    ({"metadata": METADATA, "points": [{"kind": "decode", "time_s": -1}]}, "points[0].time_s"),
+    ({"metadata": METADATA, "points": [{"kind": "decode", "time_s": 1, "tokens": 1}]}, "missing ['attention_pairs'"),
+    ({"metadata": METADATA, "points": [{"kind": "decode", "time_s": 1, "chunks": [[1]]}]}, "points[0].chunks"),
+    ({"metadata": METADATA, "points": [{"kind": "allreduce", "time_s": 1, "tp": 2}]}, "points[0].bytes"),
+    ({"metadata": METADATA, "points": [{"kind": "allreduce", "time_s": 1, "bytes": 8}]}, "points[0].tp"),
+    ({"metadata": METADATA, "points": [{"kind": "transfer", "time_s": 1, "bytes": 8}]}, "points[0].link"),
+])
+def test_malformed_files_name_the_file_and_the_field(tmp_path, document, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(CalibrationFileError) as error:
+        read_calibration_file(path)
+    assert str(path) in str(error.value) and message in str(error.value)
+
+
+def test_a_file_that_is_not_json_is_refused(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text("{")
+    with pytest.raises(CalibrationFileError, match="not JSON"):
+        read_calibration_file(path)
+
+
+def test_cli_writes_a_calibration_that_a_hardware_entry_loads(tmp_path, monkeypatch, capsys):
+    import sim.catalog
+    source = write_calibration_file(tmp_path / "c.json", METADATA, synthetic_points())
+    path = calibrate_main([str(source), "--name", "synthetic-h100", "--holdout", "0.2",
+                           "--out-dir", str(tmp_path / "calibration")])
+    out = capsys.readouterr().out
+    assert "held out" in out and "median |err|" in out
+    monkeypatch.setattr(sim.catalog, "CONFIG_DIR", tmp_path)
+    gpu = gpu_from_config({**load_yaml("hardware", "h100-sxm"), "calibration": "synthetic-h100"})
+    assert parameters_of(gpu) == pytest.approx(TRUE, rel=0.1)
+    with pytest.raises(ValueError, match="fitted for 'h100-sxm'"):
+        gpu_from_config({**load_yaml("hardware", "a100-80gb"), "calibration": "synthetic-h100"})
+    assert path.parent == tmp_path / "calibration"
