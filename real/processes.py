@@ -1,0 +1,105 @@
+"""Child processes of a deployment: started in their own session with their output in a log
+file, checked for health, and stopped with their whole process group.
+
+vLLM servers fork an engine-core process; signalling the group (not just the child) is what
+makes sure nothing is left running.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class DeploymentError(RuntimeError):
+    """The deployment cannot start or stopped working; the message says what to change."""
+
+
+_EXCEPTION_LINE = re.compile(r"^(?:\(.*?\) ERROR .*?\] )?(\w+(?:Error|Exception)): (.*)$", re.MULTILINE)
+
+
+@dataclass
+class Managed:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+    health_url: str
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, lines: int = 30) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def cause(self) -> str:
+        """The first exception line of the log (vLLM logs the root cause long before the tail)."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        match = _EXCEPTION_LINE.search(text)
+        return f"{match.group(1)}: {match.group(2)}" if match else "(no exception in the log)"
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.health_url, timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def start(name: str, command: list[str], env: dict[str, str], log: Path, health_url: str) -> Managed:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        popen = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 start_new_session=True)
+    return Managed(name, popen, log, health_url)
+
+
+def wait_healthy(processes: list[Managed], timeout_s: float, poll_s: float = 1.0) -> None:
+    """Return when every process answers its health URL; raise DeploymentError with the log tail
+    as soon as one exits, or naming the laggards after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    waiting = list(processes)
+    while waiting:
+        for process in list(waiting):
+            if not process.alive():
+                raise DeploymentError(
+                    f"{process.name} exited with code {process.popen.returncode} while starting: {process.cause()}\n"
+                    f"last lines of {process.log}:\n{process.tail()}")
+            if process.healthy():
+                waiting.remove(process)
+        if waiting and time.monotonic() > deadline:
+            names = ", ".join(p.name for p in waiting)
+            raise DeploymentError(
+                f"{names} not healthy after {timeout_s:g} s; raise real.timeouts.startup_s if the machine is slow, "
+                f"else see the log. Last lines of {waiting[0].log}:\n{waiting[0].tail()}")
+        if waiting:
+            time.sleep(poll_s)
+
+
+def stop_all(processes: list[Managed], grace_s: float) -> None:
+    """SIGTERM every process group, wait up to `grace_s`, then SIGKILL what is left."""
+    for process in processes:
+        process.signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        try:
+            process.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for process in processes:
+        process.signal_group(signal.SIGKILL)   # children of an exited leader may remain
+        if process.alive():
+            process.popen.wait()
