@@ -15,9 +15,8 @@ step-by-step path: results are identical bit for bit.
 
 from __future__ import annotations
 
-import math
-from bisect import bisect_right
-from dataclasses import dataclass
+from bisect import bisect_left
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -32,23 +31,23 @@ MIN_STEPS = 2   # below this a window saves nothing over a plain step
 @dataclass(slots=True, eq=False)
 class DecodeWindow:
     seqs: list[Sequence]
-    contexts: np.ndarray       # int64: each sequence's computed tokens at the first step
+    contexts: list[int]        # each sequence's computed tokens at the first step
     starts: np.ndarray         # start time of each step (the first is the window's start)
     ends: np.ndarray           # end time of each step, accumulated exactly as SimPy would
     flops: np.ndarray
     bytes: np.ndarray
-    held: np.ndarray           # int64: each sequence's blocks after the first step's allocation
+    held: list[int]            # each sequence's blocks after the first step's allocation
     block_size: int
     truncated: bool = False
     _later_step_starts: list[float] | None = None
-    _allocated: list[int] | None = None
+    _allocated: dict[int, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ends)
 
     def steps_done_by(self, now: float) -> int:
-        """Steps completed when the step in progress at `now` ends (an event exactly at a
-        step end is seen by the schedule at that time)."""
+        """Steps completed when the step in progress at `now` ends (an outside event at the
+        instant a step ends is seen by the schedule then: step ends come last in their instant)."""
         return int(np.searchsorted(self.ends, now, side="left")) + 1
 
     def steps_done_before(self, now: float) -> int:
@@ -57,20 +56,12 @@ class DecodeWindow:
 
     def blocks_allocated_by(self, now: float) -> int:
         """Blocks the window's later steps have allocated by `now` (one allocation per step start)."""
-        if self._allocated is None:   # built on the first query: routers ask often, windows end early
+        if self._later_step_starts is None:   # on the first query: routers ask often, windows end early
             self._later_step_starts = self.ends[:-1].tolist()
-            self._allocated = self._allocations_by_step()
-        return self._allocated[bisect_right(self._later_step_starts, now)]
-
-    def _allocations_by_step(self) -> list[int]:
-        """Entry j: blocks allocated by steps 1..j. A sequence first needs a block at step
-        held * block_size - context (its context then outgrows its blocks), then every block_size steps."""
-        steps = len(self.ends)
-        first = self.held * self.block_size - self.contexts
-        count = np.maximum(0, -(-(steps - first) // self.block_size))
-        group_start = np.repeat(np.cumsum(count) - count, count)
-        at = np.repeat(first, count) + self.block_size * (np.arange(count.sum()) - group_start)
-        return np.cumsum(np.bincount(at, minlength=steps)).tolist()
+        started = bisect_left(self._later_step_starts, now)   # a step starting now has not yet scheduled
+        if started not in self._allocated:
+            self._allocated[started] = blocks_needed(self.contexts, self.held, self.block_size, started + 1)
+        return self._allocated[started]
 
 
 def plan_window(step: ScheduledStep, running: list[Sequence], pool: BlockPool, block_size: int,
@@ -85,24 +76,25 @@ def plan_window(step: ScheduledStep, running: list[Sequence], pool: BlockPool, b
     steps = min(seq.max_new_tokens - seq.num_emitted for seq in step.seqs)
     if steps < MIN_STEPS:
         return None
-    contexts = np.fromiter((seq.num_computed for seq in step.seqs), dtype=np.int64, count=len(step.seqs))
-    held = np.fromiter((seq.blocks for seq in step.seqs), dtype=np.int64, count=len(step.seqs))
+    contexts = [seq.num_computed for seq in step.seqs]
+    held = [seq.blocks for seq in step.seqs]
     steps = _steps_within_free_blocks(contexts, held, pool.free, block_size, steps)
     if steps < MIN_STEPS:
         return None
-    times, flops, nbytes = step_model.decode_window(len(step.seqs), int(contexts.sum()), steps)
+    times, flops, nbytes = step_model.decode_window(len(step.seqs), sum(contexts), steps)
     ends = np.cumsum(np.concatenate(([now], times)))[1:]   # sequential, like now += delay
     starts = np.concatenate(([now], ends[:-1]))
     return DecodeWindow(list(step.seqs), contexts, starts, ends, flops, nbytes, held, block_size)
 
 
-def blocks_needed(contexts: np.ndarray, held: np.ndarray, block_size: int, steps: int) -> int:
+def blocks_needed(contexts: list[int], held: list[int], block_size: int, steps: int) -> int:
     """Blocks beyond `held` that `steps` decode steps allocate: step j (from 0) allocates for
-    contexts + j + 1 tokens, so after `steps` steps each sequence holds ceil((contexts + steps) / block_size)."""
-    return int(np.maximum(0, -(-(contexts + steps) // block_size) - held).sum())
+    contexts + j + 1 tokens, so after `steps` steps each sequence holds ceil((context + steps) / block_size).
+    Plain Python: batches are small enough that numpy's per-call cost would dominate."""
+    return sum(max(0, -(-(c + steps) // block_size) - h) for c, h in zip(contexts, held))
 
 
-def _steps_within_free_blocks(contexts: np.ndarray, held: np.ndarray, free: int, block_size: int,
+def _steps_within_free_blocks(contexts: list[int], held: list[int], free: int, block_size: int,
                               limit: int) -> int:
     """The most steps (<= limit) whose block allocations fit in `free` (the first step's are made)."""
     def need(k: int) -> int:
@@ -118,13 +110,3 @@ def _steps_within_free_blocks(contexts: np.ndarray, held: np.ndarray, free: int,
         else:
             high = middle
     return low
-
-
-def delay_until(now: float, at: float) -> float:
-    """A delay d with now + d == at exactly in floating point, so SimPy's clock lands on `at`."""
-    delay = at - now
-    while now + delay < at:
-        delay = math.nextafter(delay, math.inf)
-    while now + delay > at:
-        delay = math.nextafter(delay, -math.inf)
-    return delay

@@ -20,12 +20,13 @@ The engine does not know the cluster around it; it reports through callbacks:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from heapq import heappush
 from typing import Callable
 
 import numpy as np
 import simpy
 
-from sim.decode_window import DecodeWindow, blocks_needed, delay_until, plan_window
+from sim.decode_window import DecodeWindow, blocks_needed, plan_window
 from sim.kv_cache import BlockPool
 from sim.prefix_cache import PrefixCache
 from sim.request import Sequence
@@ -36,6 +37,25 @@ from sim.utilisation import UtilisationTimeline
 Callback = Callable[["Engine", Sequence, float], None]
 
 MIXED, PREFILL, DECODE = "mixed", "prefill", "decode"
+STEP_END_PRIORITY = 2   # after SimPy's NORMAL (1): a step ending at the instant of an outside event sees it
+
+
+class StepEnd(simpy.events.Event):
+    """The end of an engine step at absolute time `at`, after every ordinary event of that instant.
+
+    Two differences from simpy.Timeout, both for the fast path to agree exactly with the
+    step-by-step one: ties between a step's end and an arrival, a transfer's end or a
+    failure at the same instant resolve one way, whatever order the events were created in;
+    and the time is absolute, because a window's end (a sum of step times) is not always
+    reachable as `now + delay` in floating point.
+    """
+
+    def __init__(self, env: simpy.Environment, at: float):
+        super().__init__(env)
+        self._ok = True       # a successful event with no value, as simpy.Timeout sets up
+        self._value = None
+        # Environment.schedule only takes a delay; its queue entry is (time, priority, id, event).
+        heappush(env._queue, (at, STEP_END_PRIORITY, next(env._eid), self))
 FAILURE = "instance failure"   # the interrupt cause that takes an engine down
 
 
@@ -189,7 +209,7 @@ class Engine:
                 yield from self._run_window(window)
                 continue
             cost = self.step_model.cost(self._shape(step))
-            yield env.timeout(cost.time_s)
+            yield StepEnd(env, env.now + cost.time_s)
             self.steps += 1
             self.utilisation.add(start, env.now, cost.flops, cost.bytes)
             self._complete(step, env.now)
@@ -198,13 +218,13 @@ class Engine:
         env = self.env
         self._window = window
         try:
-            yield env.timeout(delay_until(env.now, float(window.ends[-1])))
+            yield StepEnd(env, float(window.ends[-1]))
             steps = len(window)
         except simpy.Interrupt as interrupt:
             if interrupt.cause == FAILURE:
                 raise
             steps = window.steps_done_by(env.now)
-            yield env.timeout(delay_until(env.now, float(window.ends[steps - 1])))
+            yield StepEnd(env, float(window.ends[steps - 1]))
         self._window = None
         self._apply_window(window, steps)
 
@@ -212,7 +232,7 @@ class Engine:
         """Account for the first `steps` steps of `window`, as `_complete` would have step by step."""
         seqs = window.seqs
         self.kv.allocate(blocks_needed(window.contexts, window.held, window.block_size, steps))
-        for seq, context, held in zip(seqs, window.contexts.tolist(), window.held.tolist()):
+        for seq, context, held in zip(seqs, window.contexts, window.held):
             seq.blocks = max(held, -(-(context + steps) // window.block_size))
         self.utilisation.add_many(window.starts[:steps], window.ends[:steps], window.flops[:steps],
                                   window.bytes[:steps])

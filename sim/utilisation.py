@@ -15,6 +15,9 @@ import numpy as np
 _FEW_STEPS = 16   # below this many steps, plain Python beats numpy's per-call overhead
 
 
+_FEW_STEPS = 16   # up to this many steps, plain Python beats numpy's per-call overhead
+
+
 class UtilisationTimeline:
     """Busy seconds, FLOPs and bytes per `bin_s`-wide bin of one instance."""
 

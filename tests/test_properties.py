@@ -73,6 +73,8 @@ fault_plans = st.fixed_dictionaries({
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(clusters(), workloads(), fault_plans, st.integers(0, 3))
 def test_every_request_ends_with_a_reason_under_random_faults(spec, workload, faults, seed):
+    instances = sum(pool.instances for pool in spec.pools)
+    faults["schedule"] = [o for o in faults["schedule"] if o["instance"] < instances]
     plan = fault_plan(faults)
     result = simulate(spec, workload, util_bin_s=0.5, faults=plan, seed=seed)
     table = result.requests
