@@ -32,6 +32,12 @@ Points, and why each is shaped so (all times are medians over the source's repea
 Launch-bound kernels are left out: a per-layer class time under LAUNCH_FLOOR_S per kernel is
 dominated by launch latency, which the roofline does not model (CUDA graphs hide it in serving).
 
+Why the Splitwise steps are held out whole rather than a random fraction: their step time
+barely falls from TP4 to TP8 (about 30 ms per decode step on H100 at both), a per-step cost of
+their 2023 serving stack that does not shrink with TP and that no per-kernel profile contains.
+Fitted together with the kernels, the fit bends physical parameters to absorb it (on H100 the
+attention efficiency drops to 0.03); held out, it shows as the model's error instead.
+
 The hardware entries name these calibrations only when the held-out error is not worse than
 that of their inline values on the same points; the script prints both.
 """

@@ -155,7 +155,8 @@ def load_config(group: str, name: str) -> dict[str, Any]:
     """configs/<group>/<name>.yaml as plain containers."""
     path = CONFIG_DIR / group / f"{name}.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"no {group} entry {name!r}: {path} does not exist")
+        names = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise FileNotFoundError(f"no {group} entry {name!r} ({path} does not exist); choose one of {names}")
     return yaml.safe_load(path.read_text())
 
 
