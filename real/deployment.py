@@ -15,7 +15,6 @@ import os
 import sys
 import urllib.request
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, Mapping
 
 from real.backends import metric_value
@@ -93,7 +92,3 @@ def server_counters(urls: dict[str, str]) -> dict[str, float]:
 def counter_deltas(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """What each counter gained; a counter of a server gone by the end counts as unknown (left out)."""
     return {k: after[k] - before.get(k, 0.0) for k in after}
-
-
-def read_deployment(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())

@@ -126,7 +126,10 @@ def plan_deployment(cfg: Mapping[str, Any], run_dir: Path) -> DeploymentPlan:
                               f"config.json there); point it at one, or set real.model_dir=null to generate "
                               f"the {model.name} shapes locally")
 
-    kv_gib = float(real["kv_cache_gib"])
+    kv_gib = real["kv_cache_gib"]
+    if not isinstance(kv_gib, int) or kv_gib < 1:
+        raise DeploymentError(f"real.kv_cache_gib is {kv_gib!r}; vLLM's CPU backend takes whole GiB "
+                              f"(VLLM_CPU_KVCACHE_SPACE): set it to an integer >= 1")
     kv_tokens = int(kv_gib * GIB / model.kv_bytes_per_token)
     host = str(real["host"])
     cores = sorted(os.sched_getaffinity(0))
@@ -144,14 +147,14 @@ def plan_deployment(cfg: Mapping[str, Any], run_dir: Path) -> DeploymentPlan:
         engine = pool.get("engine") or {}
         max_model_len = min(int(engine.get("max_model_len") or model.max_model_len), model.max_model_len)
         if kv_tokens < max_model_len:
-            raise DeploymentError(f"real.kv_cache_gib={kv_gib:g} holds {kv_tokens} tokens of {model.name} KV, fewer "
+            raise DeploymentError(f"real.kv_cache_gib={kv_gib} holds {kv_tokens} tokens of {model.name} KV, fewer "
                                   f"than one request of max_model_len={max_model_len}; raise real.kv_cache_gib "
                                   f"or lower the engine's max_model_len")
         for instance_id in range(int(pool["instances"])):
             k = len(servers)
             mine = tuple(cores[(k * per_instance + j) % len(cores)] for j in range(per_instance))
             port = int(real["base_port"]) + 1 + k
-            env = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": f"{kv_gib:g}",
+            env = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": str(kv_gib),
                    "VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, mine)), "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
                    "PYTHONUNBUFFERED": "1"}
             command = ["taskset", "-c", ",".join(map(str, mine)), sys.executable, "-m", "real.vllm_server", "serve",
@@ -182,7 +185,7 @@ def plan_deployment(cfg: Mapping[str, Any], run_dir: Path) -> DeploymentPlan:
                           float(timeouts["startup_s"]), float(timeouts["shutdown_s"]))
 
 
-def _check_memory(servers: int, kv_gib: float, overhead_gib: float) -> None:
+def _check_memory(servers: int, kv_gib: int, overhead_gib: float) -> None:
     need = servers * (kv_gib + overhead_gib)
     available = psutil.virtual_memory().available / GIB
     if need > available:

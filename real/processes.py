@@ -22,7 +22,7 @@ class DeploymentError(RuntimeError):
     """The deployment cannot start or stopped working; the message says what to change."""
 
 
-_EXCEPTION_LINE = re.compile(r"^(?:\(.*?\) ERROR .*?\] )?(\w+(?:Error|Exception)): (.*)$", re.MULTILINE)
+_EXCEPTION_LINE = re.compile(r"^(?:\(.*?\) ERROR .*?\] )?([\w.]*(?:Error|Exception)): (.*)$", re.MULTILINE)
 
 
 @dataclass

@@ -146,8 +146,14 @@ class CpuCluster:
 def summary(cluster: CpuCluster, requests: pd.DataFrame, tokens: pd.DataFrame, outcomes: list[Outcome],
             slo: SLO, counters: dict[str, float]) -> dict[str, Any]:
     """The simulator's summary of the measured table, plus the replayer's scheduling delay and the
-    servers' counters (`counters`: metric deltas over the replay, e.g. preemptions)."""
-    out = summarize(cluster, requests, itl_gaps(tokens), slo)
+    servers' counters (`counters`: metric deltas over the replay, e.g. preemptions). With no
+    request completed there are no latencies or rates to summarise (summarize divides by the
+    output tokens): only the counts."""
+    if (requests["status"] == "completed").any():
+        out = summarize(cluster, requests, itl_gaps(tokens), slo)
+    else:
+        out = {"architecture": cluster.architecture, "gpus": cluster.num_gpus, "requests": len(requests),
+               "completed": 0, **{status: int((requests["status"] == status).sum()) for status in ("rejected", "failed")}}
     delays = scheduling_delays(outcomes)
     out |= {"scheduling_delay_p50_s": float(np.percentile(delays, 50)),
             "scheduling_delay_p99_s": float(np.percentile(delays, 99)),

@@ -51,9 +51,13 @@ def test_a_port_in_use_is_refused():
             plan_deployment(deploy_config("serving=monolithic", f"real.base_port={port}"), Path("/tmp"))
 
 
-def test_a_kv_cache_smaller_than_one_request_is_refused(tmp_path):
-    with pytest.raises(DeploymentError, match="raise real.kv_cache_gib"):
-        plan_deployment(deploy_config("serving=monolithic", "real.kv_cache_gib=0.001"), tmp_path)
+@pytest.mark.parametrize("overrides, message", [
+    (["real.kv_cache_gib=0.5"], "whole GiB .*an integer >= 1"),
+    (["model=llama3.1-8b", "real.kv_cache_gib=1"], "holds 8192 tokens .* raise real.kv_cache_gib"),
+])
+def test_a_kv_cache_that_vllm_would_refuse_is_refused(tmp_path, overrides, message):
+    with pytest.raises(DeploymentError, match=message):
+        plan_deployment(deploy_config("serving=monolithic", *overrides), tmp_path)
 
 
 def test_more_memory_than_the_machine_has_is_refused(tmp_path):
