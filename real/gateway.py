@@ -11,10 +11,11 @@ request to a decode server, which pulls the KV and streams the tokens. With Exam
 the KV goes through shared files keyed by the prompt, so the second hop needs no parameters.
 
 What the gateway observes travels back in response headers (wall-clock epoch seconds, the
-clock the replayer uses too): `x-pdsim-prefill-instance`, `x-pdsim-decode-instance`,
-`x-pdsim-prefill-sent`, `x-pdsim-prefill-started` (the prefill server's own TTFT minus its
-queue time, counted back from the answer's receipt), `x-pdsim-prefill-done`,
-`x-pdsim-decode-sent`, `x-pdsim-cached-prompt-tokens`. A failure before streaming starts answers with the upstream
+clock the replayer uses too). Monolithic: `x-pdsim-instance`. Disaggregated:
+`x-pdsim-prefill-instance`, `x-pdsim-decode-instance`, `x-pdsim-prefill-sent`,
+`x-pdsim-prefill-started` (the prefill server's own TTFT minus its queue time, counted back
+from the answer's receipt), `x-pdsim-prefill-done`, `x-pdsim-decode-sent`,
+`x-pdsim-cached-prompt-tokens`. A failure before streaming starts answers with the upstream
 status (or 502/503) and a JSON `{"error": ..., "stage": ...}`; a failure while streaming ends
 the stream with an SSE `data: {"error": ...}` event and no `[DONE]`.
 
@@ -100,8 +101,11 @@ class Gateway:
             else:
                 role = "mixed"
             backend = self._pick(role, prompt_tokens)
-            headers["x-pdsim-decode-instance" if role == "decode" else "x-pdsim-instance"] = str(backend.instance_id)
-            headers["x-pdsim-decode-sent"] = repr(time.time())
+            if role == "decode":
+                headers["x-pdsim-decode-instance"] = str(backend.instance_id)
+                headers["x-pdsim-decode-sent"] = repr(time.time())
+            else:
+                headers["x-pdsim-instance"] = str(backend.instance_id)
             return await self._relay(request, backend, body, headers, prompt_tokens, role)
         except UpstreamError as error:
             return error.response()

@@ -68,8 +68,8 @@ def measure(cfg: Mapping[str, Any], url: str) -> Measurement:
                               model.kv_bytes_per_token)
     tokens = tokens_frame(outcomes)
     cores = Cores(f"{int(real['cores_per_instance'])} CPU core")
-    cluster = CpuCluster(spec.architecture, tuple(CpuPool(role, len(urls_), int(real["cores_per_instance"]), cores)
-                                                 for role, urls_ in spec.pools.items()))
+    cluster = CpuCluster(spec.architecture, tuple(CpuPool(role, len(pool), int(real["cores_per_instance"]), cores)
+                                                 for role, pool in spec.pools.items()))
     stats = summary(cluster, requests, tokens, outcomes, slo_from_config(cfg["slo"]), counters)
     stats |= {"workload": workload.source, "url": url}
     return Measurement(spec.architecture, requests, tokens, stats)

@@ -45,7 +45,7 @@ class Outcome:
     reason: str = ""
     token_times: list[float] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)   # the gateway's x-pdsim-* observations
-    prompt_tokens_served: int = -1    # usage.prompt_tokens as the server counted them
+    prompt_tokens_served: int = -1    # usage.prompt_tokens as the server counted them (-1: not reported)
     cached_prompt_tokens: int = 0     # usage.prompt_tokens_details.cached_tokens
     server_metrics: dict[str, float] = field(default_factory=dict)   # vLLM's per-request `metrics` (ms)
 
@@ -103,6 +103,10 @@ async def _send(session: aiohttp.ClientSession, url: str, body: dict, outcome: O
                     outcome.reason = f"HTTP {response.status}: {text}"
                     return
                 await _read_stream(response, outcome, body["max_tokens"], limits.idle_s)
+        asked = len(body["prompt"].split())
+        if outcome.prompt_tokens_served not in (-1, asked):
+            raise RuntimeError(f"the server counted {outcome.prompt_tokens_served} prompt tokens, {asked} were sent: "
+                               f"its tokenizer is not one word = one token (real.model_dir)")
         outcome.status = "completed"
     except TimeoutError:
         outcome.status, outcome.reason = "failed", f"timeout ({len(outcome.token_times)} tokens received)"
