@@ -45,7 +45,7 @@ from typing import IO, Callable, Iterator, Literal
 import numpy as np
 import pandas as pd
 
-from sim.workload_record import Workload, WorkloadError
+from sim.workload_record import Workload, WorkloadError, gather_blocks
 
 TimeUnit = Literal["datetime", "s", "ms", "none"]
 
@@ -326,18 +326,22 @@ def _workload(fmt: TraceFormat, cols: _Columns, name: str, label: str) -> Worklo
     elif zero.any():
         zeros = int((cols.prompt == 0).sum() + (cols.output == 0).sum())
         notes.append(f"{zeros} zero token counts clamped to 1")
-    # An all-zero-arrival record holds the rows in file order; select() then reorders them.
-    unsorted = Workload(name, np.zeros(len(cols.prompt)), np.maximum(cols.prompt, 1),
-                        np.maximum(cols.output, 1), label, cols.hashes, cols.offsets,
-                        fmt.block_tokens if cols.hashes is not None else None)
     time_ns = cols.time_ns[rows]
-    order = np.argsort(time_ns, kind="stable")
-    if np.any(np.diff(time_ns) < 0):
-        notes.append(f"rows re-sorted by timestamp ({int((np.diff(time_ns) < 0).sum())} out of order)")
+    backwards = int((np.diff(time_ns) < 0).sum())
+    if backwards:
+        notes.append(f"rows re-sorted by timestamp ({backwards} out of order)")
     if fmt.time is None:
         notes.append("no arrival times (lengths only)")
-    time_ns = time_ns[order]
-    return unsorted.select(rows[order], (time_ns - time_ns[0]) / 1e9, ", ".join(notes))
+    order = rows[np.argsort(time_ns, kind="stable")]
+    prompt, output = cols.prompt[order], cols.output[order]
+    np.maximum(prompt, 1, out=prompt)   # in place: a 10-million-row trace should not hold extra copies
+    np.maximum(output, 1, out=output)
+    hashes = offsets = None
+    if cols.hashes is not None:
+        hashes, offsets = gather_blocks(cols.hashes, cols.offsets, order, -(-prompt // fmt.block_tokens))
+    time_ns = cols.time_ns[order]
+    return Workload(name, (time_ns - time_ns[0]) / 1e9, prompt, output, ", ".join([label, *notes]),
+                    hashes, offsets, fmt.block_tokens if hashes is not None else None)
 
 
 def read_trace(opener: Opener, name: str, fmt_name: str, label: str, chunk_rows: int = CHUNK_ROWS) -> Workload:

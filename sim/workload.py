@@ -32,7 +32,7 @@ from sim.arrivals import ArrivalProcess, rate_and_cv
 from sim.traces import BUNDLED, load_trace, trace_format
 from sim.workload_record import Workload, WorkloadError
 
-__all__ = ["Workload", "WorkloadError", "build_workload", "load_trace"]
+__all__ = ["Workload", "WorkloadError", "build_workload"]
 
 
 # --------------------------------------------------------------------------- config access

@@ -106,16 +106,22 @@ class Workload:
         rows = np.asarray(rows, np.int64)
         prompt = self.prompt_tokens[rows] if prompt_tokens is None else prompt_tokens
         output = self.output_tokens[rows] if output_tokens is None else output_tokens
-        hashes = offsets = block_tokens = None
+        hashes = offsets = None
         if self.has_prefix_blocks:
-            starts = self.prefix_block_offsets[rows]
-            covered = -(-np.asarray(prompt, np.int64) // self.prefix_block_tokens)   # ceil division
-            counts = np.minimum(self.prefix_block_offsets[rows + 1] - starts, covered)
-            offsets = np.concatenate([[0], np.cumsum(counts)])
-            gather = np.repeat(starts - offsets[:-1], counts) + np.arange(offsets[-1])
-            hashes = self.prefix_block_hashes[gather]
+            hashes, offsets = gather_blocks(self.prefix_block_hashes, self.prefix_block_offsets, rows,
+                                            -(-np.asarray(prompt, np.int64) // self.prefix_block_tokens))
             if hash_shift is not None:
-                hashes = hashes + np.repeat(hash_shift, counts)
-            block_tokens = self.prefix_block_tokens
+                hashes = hashes + np.repeat(hash_shift, np.diff(offsets))
         return Workload(self.name, arrival_s, prompt, output, f"{self.source}, {note}" if note else self.source,
-                        hashes, offsets, block_tokens)
+                        hashes, offsets, self.prefix_block_tokens)
+
+
+def gather_blocks(hashes: np.ndarray, offsets: np.ndarray, rows: np.ndarray,
+                  max_blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The flat (hashes, offsets) of requests `rows`, in that order, each keeping at most its
+    `max_blocks` first blocks (the blocks its prompt still covers)."""
+    starts = offsets[rows]
+    counts = np.minimum(offsets[rows + 1] - starts, max_blocks)
+    new_offsets = np.concatenate([[0], np.cumsum(counts)])
+    gather = np.repeat(starts - new_offsets[:-1], counts) + np.arange(new_offsets[-1])
+    return hashes[gather], new_offsets

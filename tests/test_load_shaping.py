@@ -130,7 +130,8 @@ def test_onoff_needs_cv_above_one():
 def test_fit_reproduces_the_traces_rate_and_cv(kind):
     target_rate, target_cv = rate_and_cv(load_trace("azure_code_2023").arrival_s)
     cfg = {"name": "f", "kind": kind, "fit": "azure_code_2023", "num_requests": 200_000,
-           "lengths": {"dist": "empirical_joint", "trace": "azure_code_2023"}, **({"burst_s": 20.0} if kind == "onoff" else {})}
+           "lengths": {"dist": "empirical_joint", "trace": "azure_code_2023"},
+           **({"burst_s": 20.0} if kind == "onoff" else {})}
     w = build_workload(cfg, seed=0)
     rate, cv = rate_and_cv(w.arrival_s)
     assert rate == pytest.approx(target_rate, rel=0.1) and cv == pytest.approx(target_cv, rel=0.15)

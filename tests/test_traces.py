@@ -41,7 +41,8 @@ def test_mooncake_conversation_is_the_published_trace():
     rows = [json.loads(line) for line in raw.decode().splitlines()]
     w = load_trace("mooncake_conversation")
     assert len(w) == 12_031 and w.prefix_block_tokens == 512
-    assert w.prompt_tokens.mean() == pytest.approx(12_035, abs=1) and w.output_tokens.mean() == pytest.approx(343, abs=1)
+    assert w.prompt_tokens.mean() == pytest.approx(12_035, abs=1)
+    assert w.output_tokens.mean() == pytest.approx(343, abs=1)
     assert list(w.blocks_of(1)) == [0, *range(14, 28)]                    # row 2 of the file
     assert [list(w.blocks_of(i)) for i in (0, 5000, 12_030)] == [rows[i]["hash_ids"] for i in (0, 5000, 12_030)]
     assert np.array_equal(w.block_counts(), -(-w.prompt_tokens // 512))  # one hash per 512-token block
@@ -52,7 +53,8 @@ def test_mooncake_conversation_is_the_published_trace():
 def test_mooncake_synthetic_is_the_published_trace():
     w = load_trace("mooncake_synthetic")
     assert len(w) == 3_993 and w.duration_s == pytest.approx(1022.025)
-    assert w.prompt_tokens.mean() == pytest.approx(15_325, abs=1) and w.output_tokens.mean() == pytest.approx(149, abs=1)
+    assert w.prompt_tokens.mean() == pytest.approx(15_325, abs=1)
+    assert w.output_tokens.mean() == pytest.approx(149, abs=1)
 
 
 def test_mooncake_buckets_as_is_and_spread():
@@ -60,7 +62,8 @@ def test_mooncake_buckets_as_is_and_spread():
     assert np.mean(np.diff(as_is.arrival_s) == 0) > 0.85                 # ~3 s buckets: most gaps are 0
     cfg = {"name": "m", "kind": "trace", "bundled": "mooncake_conversation", "timestamps": "spread"}
     spread, again, other = (build_workload(cfg, seed=s) for s in (0, 0, 1))
-    assert np.array_equal(spread.arrival_s, again.arrival_s) and not np.array_equal(spread.arrival_s, other.arrival_s)
+    assert np.array_equal(spread.arrival_s, again.arrival_s)
+    assert not np.array_equal(spread.arrival_s, other.arrival_s)
     assert np.mean(np.diff(spread.arrival_s) == 0) < 0.01
     # every request moves within its ~3 s bucket (up to the common shift back to 0), file order kept
     moved = spread.arrival_s - as_is.arrival_s
@@ -158,19 +161,16 @@ def test_burstgpt_unknown_column_and_all_zero(tmp_path):
 
 # --------------------------------------------------------------------------- plain CSV / JSONL
 
-def conv_rows(n: int) -> list[list[str]]:
-    return [line.split(",") for line in bundled_bytes("azure_conv_2023").decode().splitlines()[1:n + 1]]
-
-
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_plain_logs_reproduce_the_azure_rows(tmp_path, fmt):
     azure = load_trace("azure_conv_2023")
-    rows = list(zip(azure.arrival_s[:200].tolist(), azure.prompt_tokens[:200].tolist(), azure.output_tokens[:200].tolist()))
+    rows = list(zip(*(a[:200].tolist() for a in (azure.arrival_s, azure.prompt_tokens, azure.output_tokens))))
     rows = rows[100:] + rows[:100]                                        # unsorted on purpose
     if fmt == "csv":
         lines = ["arrival_s,prompt_tokens,output_tokens", *(f"{t + 1e6!r},{p},{o}" for t, p, o in rows)]
     else:
-        lines = [json.dumps({"arrival_s": t + 1e6, "prompt_tokens": p, "output_tokens": o}) for t, p, o in rows]
+        lines = [json.dumps({"arrival_s": t + 1e6, "prompt_tokens": p, "output_tokens": o})
+                 for t, p, o in rows]
     w = load_trace(path=write(tmp_path, f"log.{fmt}", lines), fmt=fmt)
     assert np.allclose(w.arrival_s, azure.arrival_s[:200], atol=1e-6, rtol=0)
     assert np.array_equal(w.prompt_tokens, azure.prompt_tokens[:200]) and "re-sorted" in w.source

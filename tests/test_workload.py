@@ -130,7 +130,8 @@ def test_dictconfig_and_plain_dict_agree():
     assert np.array_equal(plain.prompt_tokens, dc.prompt_tokens)
 
 
-@pytest.mark.parametrize("name", ["azure_conv", "azure_code", "poisson", "gamma"])
+@pytest.mark.parametrize("name", ["azure_conv", "azure_code", "poisson", "gamma", "onoff", "azure_code_fitted",
+                                  "mooncake_conversation", "mooncake_synthetic", "sharegpt_8k", "arxiv_summarization"])
 def test_config_files_build(name):
     cfg = OmegaConf.load(CONFIGS / f"{name}.yaml")
     w = build_workload(cfg, seed=0)
