@@ -106,11 +106,12 @@ def plot_description(w: Workload, d: Description, path: Path) -> Path:
     edges = np.arange(0.0, w.arrival_s[-1] + bin_s, bin_s)
     counts, _ = np.histogram(w.arrival_s, bins=edges)
     rate.step(edges[:-1] / 60, counts * 60.0 / bin_s, where="post")
+    rate.set_ylim(bottom=0)
     rate.set_xlabel("time (min)")
     rate.set_ylabel(f"requests per minute ({bin_s:g} s bins)")
     rate.set_title(f"{d.name}: {d.requests:,} requests, CV {d.interarrival_cv:.2f}")
     for ax, tokens, label in ((prompt, w.prompt_tokens, "prompt"), (output, w.output_tokens, "output")):
-        ax.hist(tokens, bins=np.geomspace(1, tokens.max() + 1, 60))
+        ax.hist(tokens, bins=np.geomspace(tokens.min(), tokens.max() + 1, 60))
         ax.set_xscale("log")
         ax.set_xlabel(f"{label} tokens (log scale)")
         ax.set_ylabel("requests")
