@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sim.catalog import ModelSpec
 from sim.config import ClusterSpec, PoolSpec
 from sim.step_time import BatchShape, StepTimeModel
 
@@ -36,19 +37,20 @@ def prefill_tokens_per_s(pool: PoolSpec, model: StepTimeModel) -> float:
 def decode_tokens_per_s(pool: PoolSpec, model: StepTimeModel, lengths: Lengths, tpot_s: float) -> float:
     """Output tokens per second of the best decode batch (0 if even one sequence misses TPOT)."""
     context = int(lengths.prompt + lengths.output / 2)
-    fits = max(1, int(pool.kv_tokens // max(1, context + 1)))
-    best = 0.0
-    for batch in range(1, min(pool.limits.max_num_seqs, fits) + 1):
-        step_s = model.cost(BatchShape.of([(1, context)] * batch, sampled_seqs=batch)).time_s
-        if step_s > tpot_s:
-            break
-        best = batch / step_s
-    return best
+
+    def step_s(batch: int) -> float:   # `batch` decodes of one token after `context` cached ones
+        return model.cost(BatchShape(batch, batch * (context + 1), batch * (context + 1), batch)).time_s
+
+    low, high = 0, min(pool.limits.max_num_seqs, max(1, int(pool.kv_tokens // (context + 1))))
+    while low < high:   # the largest batch within the TPOT limit (step time grows with the batch)
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if step_s(mid) <= tpot_s else (low, mid - 1)
+    return low / step_s(low) if low else 0.0
 
 
-def instance_capacity_rps(spec: ClusterSpec, pool: PoolSpec, lengths: Lengths, tpot_s: float) -> float:
-    """Requests per second one instance of `pool` can serve at most."""
-    model = StepTimeModel(spec.model, pool.gpu, pool.tp)
+def instance_capacity_rps(llm: ModelSpec, pool: PoolSpec, lengths: Lengths, tpot_s: float) -> float:
+    """Requests per second one instance of `pool` serving `llm` can serve at most."""
+    model = StepTimeModel(llm, pool.gpu, pool.tp)
     bounds = []
     if pool.role in ("mixed", "prefill"):
         bounds.append(prefill_tokens_per_s(pool, model) / lengths.prompt)
@@ -59,4 +61,4 @@ def instance_capacity_rps(spec: ClusterSpec, pool: PoolSpec, lengths: Lengths, t
 
 def capacity_rps(spec: ClusterSpec, lengths: Lengths, tpot_s: float) -> float:
     """Requests per second `spec` can serve at most (see the module docstring)."""
-    return min(p.instances * instance_capacity_rps(spec, p, lengths, tpot_s) for p in spec.pools)
+    return min(p.instances * instance_capacity_rps(spec.model, p, lengths, tpot_s) for p in spec.pools)

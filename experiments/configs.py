@@ -3,6 +3,8 @@ entry of a config group (a GPU, a KV link) by name."""
 
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,12 @@ def compose_config(overrides: list[str] | tuple[str, ...] = (), config_name: str
 
 
 def group_entry(group: str, name: str) -> dict[str, Any]:
-    """configs/<group>/<name>.yaml as plain containers."""
+    """configs/<group>/<name>.yaml as plain containers (a fresh copy: callers may change it)."""
+    return copy.deepcopy(_load(group, name))
+
+
+@functools.cache
+def _load(group: str, name: str) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.load(CONFIGS / group / f"{name}.yaml"), resolve=True)
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import numpy as np
+
 from sim.config import ClusterSpec
 from sim.metrics import SLO, summarize
 from sim.run import RunResult, simulate
@@ -24,6 +26,26 @@ def scaled(workload_cfg: Mapping[str, Any], rate_scale: float) -> dict[str, Any]
 def offered_rps(workload: Workload) -> float:
     """Requests per second the workload offers over its arrival span."""
     return len(workload) / workload.duration_s if workload.duration_s > 0 else float("inf")
+
+
+def busiest(workload: Workload, n: int) -> Workload:
+    """The `n` consecutive requests that arrive within the shortest time, shifted to start at 0:
+    the peak a short search must survive (a quiet stretch would pass configurations that fail
+    the whole trace)."""
+    if n >= len(workload):
+        return workload
+    arrivals = workload.arrival_s
+    i = int(np.argmin(arrivals[n - 1:] - arrivals[:len(arrivals) - n + 1]))
+    part = slice(i, i + n)
+    fields = {"name": workload.name, "arrival_s": arrivals[part] - arrivals[i],
+              "prompt_tokens": workload.prompt_tokens[part], "output_tokens": workload.output_tokens[part],
+              "source": f"{workload.source}, busiest {n} requests (from {arrivals[i]:.0f} s)"}
+    hashes = getattr(workload, "prefix_block_hashes", None)
+    if hashes is not None:
+        offsets = workload.prefix_block_offsets[i:i + n + 1]
+        fields |= {"prefix_block_hashes": hashes[offsets[0]:offsets[-1]], "prefix_block_offsets": offsets - offsets[0],
+                   "prefix_block_tokens": workload.prefix_block_tokens}
+    return type(workload)(**fields)
 
 
 def measure(spec: ClusterSpec, workload: Workload, slo: SLO, util_bin_s: float = 10.0) -> tuple[dict[str, Any], RunResult]:

@@ -9,8 +9,8 @@ Overrides are those of `python -m sim` plus `plan.*` (configs/plan.yaml). The se
 1. enumerates families (search_space) and drops those whose config the simulator refuses;
 2. gives each pool the fewest instances whose step-time capacity bound (capacity) reaches the
    target rate: configurations below it are pruned unsimulated;
-3. simulates the rest in order of cost (or GPUs) on a short stretch of the workload
-   (`plan.max_requests`), in parallel, skipping any configuration that grows a passing one of
+3. simulates the rest in order of cost (or GPUs) on the busiest `plan.max_requests` consecutive
+   requests of the workload at the target rate, in parallel, skipping any configuration that grows a passing one of
    its family (it can only cost more) or shrinks a failing one (it can only fail), and stops
    an architecture once it has `plan.top_k` passes cheaper than what is left;
 4. reruns each architecture's passes, best first, on the whole workload split into
@@ -36,16 +36,17 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from sim.config import ConfigError
+from sim.catalog import gpu_from_config, model_from_config
+from sim.config import ConfigError, pool_spec
 from sim.experiment import as_dict, plan as cluster_plans, slo_from_config
 from sim.metrics import SLO
 from sim.workload import Workload, WorkloadError, build_workload
 
 from experiments.capacity import Lengths, instance_capacity_rps
 from experiments.configs import group_entry
-from experiments.evaluate import measure, offered_rps, scaled
+from experiments.evaluate import busiest, measure, offered_rps, scaled
 from experiments.replicates import mean_ci, replicates
-from experiments.search_space import Candidate, Family, Space, candidates, experiment_config, families
+from experiments.search_space import Candidate, Family, PoolChoice, Space, candidates, experiment_config, families
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,17 +90,39 @@ def sort_key(objective: str) -> Callable[[Candidate], tuple]:
     return key
 
 
-def minimal_instances(base: Mapping[str, Any], family: Family, lengths: Lengths, slo: SLO,
-                      target_rps: float) -> tuple[int, ...] | None:
-    """Fewest instances per pool whose capacity bound reaches `target_rps`; None if the
-    simulator refuses the family's config or a pool serves nothing within the SLO."""
-    unit = Candidate(family, tuple(1 for _ in family.pools))
-    try:
-        spec = cluster_plans(experiment_config(base, unit))[family.architecture]
-    except ConfigError:
-        return None
-    rates = [instance_capacity_rps(spec, pool, lengths, slo.tpot_s) for pool in spec.pools]
-    return None if min(rates) <= 0 else tuple(max(1, math.ceil(target_rps / r)) for r in rates)
+class InstanceBounds:
+    """Per-instance capacity bounds (experiments.capacity) of the pools of families, memoised
+    by what determines them (role, GPU, TP, engine limits): thousands of families share a few
+    hundred pools."""
+
+    def __init__(self, base: Mapping[str, Any], lengths: Lengths, slo: SLO):
+        self.base, self.lengths, self.slo = base, lengths, slo
+        self.model = model_from_config(base["model"])
+        self._rps: dict[tuple, float | None] = {}   # None: the simulator refuses this pool
+
+    def _instance_rps(self, role: str, choice: PoolChoice, chunk: int, seqs: int) -> float | None:
+        key = (role, choice, chunk, seqs)
+        if key not in self._rps:
+            serving = self.base["serving"]
+            template = serving["monolithic"] if role == "mixed" else serving["disaggregated"][role]
+            engine = dict(template["engine"]) | {"max_num_batched_tokens": chunk, "max_num_seqs": seqs}
+            try:
+                pool = pool_spec(f"plan {role} pool", {"instances": 1, "tp": choice.tp, "engine": engine}, role,
+                                 self.model, gpu_from_config(group_entry("hardware", choice.gpu)))
+                self._rps[key] = instance_capacity_rps(self.model, pool, self.lengths, self.slo.tpot_s)
+            except ConfigError:
+                self._rps[key] = None
+        return self._rps[key]
+
+    def minimal_instances(self, family: Family, target_rps: float) -> tuple[int, ...] | None:
+        """Fewest instances per pool whose bound reaches `target_rps`; None if the simulator
+        refuses a pool's config or a pool serves nothing within the SLO."""
+        roles = ("mixed",) if family.architecture == "monolithic" else ("prefill", "decode")
+        rates = [self._instance_rps(role, p, family.max_num_batched_tokens, family.max_num_seqs)
+                 for role, p in zip(roles, family.pools)]
+        if any(r is None or r <= 0 for r in rates):
+            return None
+        return tuple(max(1, math.ceil(target_rps / r)) for r in rates)
 
 
 # One worker process holds the base config and the search workload, sent once.
@@ -135,13 +158,13 @@ def search(base: Mapping[str, Any], space: Space, workload: Workload, target_rps
            top_k: int = 3, objective: str = "cost", jobs: int = 2, progress: bool = True) -> Search:
     """Simulate candidates of `space` on `workload` (already at the target rate) as described in
     the module docstring; `target_rps` is the rate the capacity bound must reach."""
-    lengths = Lengths(float(workload.prompt_tokens.mean()), float(workload.output_tokens.mean()))
+    bounds = InstanceBounds(base, Lengths(float(workload.prompt_tokens.mean()), float(workload.output_tokens.mean())), slo)
     queue: list[Candidate] = []
     considered = infeasible = pruned = 0
     for family in families(space):
         everything = sum(1 for _ in candidates(family, space.max_gpus, tuple(1 for _ in family.pools)))
         considered += everything
-        low = minimal_instances(base, family, lengths, slo, target_rps)
+        low = bounds.minimal_instances(family, target_rps)
         if low is None:
             infeasible += 1
             continue
@@ -156,7 +179,7 @@ def search(base: Mapping[str, Any], space: Space, workload: Workload, target_rps
 
     def decided(c: Candidate) -> bool:
         """Known without simulating: worse than top_k passes, or grown from a pass / shrunk from a failure."""
-        ranks = sorted(key(e.candidate)[:2] for e in result.passes(c.family.architecture))
+        ranks = [key(e.candidate)[:2] for e in ranked(result, c.family.architecture, objective)]
         if len(ranks) >= top_k and key(c)[:2] > ranks[top_k - 1]:
             return True
         return any(c.dominates(e.candidate) if e.passed else e.candidate.dominates(c) for e in result.evaluated)
@@ -231,9 +254,14 @@ def _cell(e: Evaluated | None) -> list[str]:
 
 
 def ranked(result: Search, arch: str, objective: str) -> list[Evaluated]:
-    """Passing configurations of `arch`, best first (ties: the higher attainment first)."""
+    """Passing configurations of `arch`, best first (ties: the higher attainment first), one per
+    cluster shape (GPUs, TP and instances of each pool): engine-limit and link variants of one
+    shape would otherwise fill the list."""
     key = sort_key(objective)
-    return sorted(result.passes(arch), key=lambda e: (key(e.candidate)[:2], -e.summary["slo_attainment"]))
+    best: dict[tuple, Evaluated] = {}
+    for e in sorted(result.passes(arch), key=lambda e: (key(e.candidate)[:2], -e.summary["slo_attainment"])):
+        best.setdefault((e.candidate.family.pools, e.candidate.instances), e)
+    return list(best.values())
 
 
 def format_plan(result: Search, slo: SLO, top_k: int, objective: str,
@@ -286,15 +314,15 @@ def results_table(result: Search) -> pd.DataFrame:
 
 
 def run_plan(cfg: Mapping[str, Any], out_dir: Path | None = None) -> str:
-    """The plan report for a composed `configs/plan.yaml` config."""
+    """The plan report for a composed `configs/plan.yaml` config (its header line is printed
+    first, before the progress bar)."""
     p = cfg["plan"]
     slo = slo_from_config(cfg["slo"])
     whole = build_workload(cfg["workload"], int(cfg["seed"]))
     scale = float(p["target_rps"]) / offered_rps(whole) if p["target_rps"] else 1.0
     target_cfg = scaled(cfg["workload"], scale)
     target_rps = offered_rps(build_workload(target_cfg, int(cfg["seed"])))
-    limit = {"max_requests": p["max_requests"]} if cfg["workload"]["kind"] == "trace" else {"num_requests": p["max_requests"]}
-    search_workload = build_workload(target_cfg | limit, int(cfg["seed"]))
+    search_workload = busiest(build_workload(target_cfg, int(cfg["seed"])), int(p["max_requests"]))
     space = Space.from_config(p)
     header = (f"target {target_rps:.2f} req/s ({whole.source}; then x{scale:.3g}); SLO TTFT <= {slo.ttft_s * 1e3:g} ms, "
               f"TPOT <= {slo.tpot_s * 1e3:g} ms for {slo.attainment_target:.0%}; GPUs {', '.join(space.gpus)}; "
@@ -312,12 +340,12 @@ def run_plan(cfg: Mapping[str, Any], out_dir: Path | None = None) -> str:
                 break
     searched = (f"{result.considered} configurations within {space.max_gpus} GPUs: {result.infeasible_families} "
                 f"families refused by the config checks, {result.pruned} pruned by the capacity bound, "
-                f"{result.skipped} decided without simulating, {len(result.evaluated)} simulated on the first "
+                f"{result.skipped} decided without simulating, {len(result.evaluated)} simulated on the busiest "
                 f"{len(search_workload)} requests ({search_workload.duration_s:.0f} s)")
     report = searched + "\n\n" + format_plan(result, slo, int(p["top_k"]), p["objective"], confirmed, checks)
     if out_dir is not None:
         results_table(result).to_csv(out_dir / "plan_results.csv", index=False)
-    return header + "\n" + report
+    return report
 
 
 @hydra.main(version_base=None, config_path="../configs", config_name="plan")

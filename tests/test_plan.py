@@ -43,3 +43,14 @@ def test_search_finds_the_cheapest_passing_configuration_and_skips_the_rest():
         # Growing a passing configuration was never simulated.
         assert not any(e.candidate != best.candidate and e.candidate.dominates(best.candidate)
                        for e in result.evaluated)
+
+
+def test_busiest_stretch_is_the_densest_run_of_requests():
+    from experiments.evaluate import busiest
+    from sim.workload import Workload
+
+    arrivals = [0.0, 5.0, 6.0, 6.5, 7.0, 20.0]
+    w = Workload("t", arrivals, [1, 2, 3, 4, 5, 6], [1, 1, 1, 1, 1, 1], "test")
+    peak = busiest(w, 3)
+    assert list(peak.arrival_s) == [0.0, 0.5, 1.0] and list(peak.prompt_tokens) == [3, 4, 5]
+    assert busiest(w, 10) is w
