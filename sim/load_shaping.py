@@ -109,9 +109,11 @@ def time_scale(w: Workload, factor: float) -> Workload:
 def clip_to_context(w: Workload, max_context: int, policy: Literal["truncate", "drop"]) -> Workload:
     """Make prompt + output <= max_context for every request; the note counts what changed.
 
-    `truncate` keeps every request: the prompt is cut to its first max_context - 1 tokens
-    (keeping the prefix blocks those still cover) and the output to what is left. `drop`
-    removes the requests that do not fit.
+    `truncate` keeps every request. A prompt that fits keeps its length and its output stops
+    at the context's end, as vLLM stops at max_model_len. A prompt that does not fit (vLLM
+    would reject it) is cut, as a chat front end cuts history, to leave room for its output
+    (itself capped at max_context - 1); it keeps its first tokens and the prefix blocks they
+    cover. `drop` removes the requests that do not fit.
     """
     over = w.prompt_tokens + w.output_tokens > max_context
     if not over.any():
@@ -122,8 +124,10 @@ def clip_to_context(w: Workload, max_context: int, policy: Literal["truncate", "
             raise WorkloadError(f"workload.max_context = {max_context}: every request is longer; raise it")
         return w.select(rows, _from_zero(w.arrival_s[rows]),
                         f"{int(over.sum())} requests over the {max_context}-token context dropped")
-    prompt = np.minimum(w.prompt_tokens, max_context - 1)
-    output = np.minimum(w.output_tokens, max_context - prompt)
+    fits = w.prompt_tokens < max_context
+    output = np.where(fits, np.minimum(w.output_tokens, max_context - w.prompt_tokens),
+                      np.minimum(w.output_tokens, max_context - 1))
+    prompt = np.where(fits, w.prompt_tokens, max_context - output)
     cut_prompts = int((prompt < w.prompt_tokens).sum())
     cut_outputs = int((output < w.output_tokens).sum())
     return w.select(np.arange(len(w)), w.arrival_s,

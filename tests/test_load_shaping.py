@@ -73,13 +73,15 @@ def test_superposed_copies_do_not_share_prefixes():
 
 
 def test_clip_to_context_truncates_or_drops_and_counts():
-    w = hashed([8, 5, 12], [[1, 2], [1, 7], [1, 2, 9]])
+    w = hashed([8, 5, 12], [[1, 2], [1, 7], [1, 2, 9]])                  # outputs are 10 each
     cut = load_shaping.clip_to_context(w, 12, "truncate")
-    assert list(cut.prompt_tokens) == [8, 5, 11] and list(cut.output_tokens) == [4, 7, 1]
-    assert "2 prompts and" not in cut.source and "(1 prompts and 3 outputs truncated)" in cut.source
-    assert [cut.blocks_of(i).tolist() for i in range(3)] == [[1, 2], [1, 7], [1, 2, 9]]   # 11 tokens: 3 blocks
-    short = load_shaping.clip_to_context(w, 7, "truncate")
-    assert short.blocks_of(2).tolist() == [1, 2] and short.prompt_tokens.max() == 6
+    # fitting prompts keep their length, outputs stop at the context; a prompt that does not fit
+    # is cut to leave room for its output, keeping the blocks its first tokens cover
+    assert list(cut.prompt_tokens) == [8, 5, 2] and list(cut.output_tokens) == [4, 7, 10]
+    assert "(1 prompts and 2 outputs truncated)" in cut.source
+    assert [cut.blocks_of(i).tolist() for i in range(3)] == [[1, 2], [1, 7], [1]]
+    long_output = load_shaping.clip_to_context(w, 8, "truncate")
+    assert list(long_output.prompt_tokens) == [1, 5, 1] and list(long_output.output_tokens) == [7, 3, 7]
     dropped = load_shaping.clip_to_context(w, 16, "drop")
     assert list(dropped.prompt_tokens) == [5] and "2 requests over the 16-token context dropped" in dropped.source
 
