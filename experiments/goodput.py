@@ -8,6 +8,8 @@ Overrides are those of `python -m sim`, plus `goodput.*` (configs/goodput.yaml).
 assumes attainment does not rise with load. From the configured rate it doubles (or halves)
 until one rate passes and one fails, then bisects geometrically until failing / passing
 <= 1 + rel_tol, and reports that bracket, its rates in req/s (total and per GPU) and every run.
+With `goodput.replicates=k` it also bisects on k windows of the trace (k seeds of a synthetic
+workload) and reports their mean with a 95% confidence interval.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sim.metrics import SLO
 from sim.workload import WorkloadError
 
 from experiments.evaluate import measure_at
+from experiments.replicates import mean_ci, replicates
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,16 @@ def find_goodput(spec: ClusterSpec, cfg: Mapping[str, Any], rel_tol: float = 0.0
     return Goodput(spec, bisect_rate(probe, 1.0, rel_tol, max_runs))
 
 
+def replicated_goodput(spec: ClusterSpec, cfg: Mapping[str, Any]) -> str:
+    """Goodput on each of `goodput.replicates` trace windows (or seeds), with a 95% CI."""
+    g = cfg["goodput"]
+    rates = [find_goodput(spec, cfg | {"workload": workload, "seed": seed}, g["rel_tol"], g["max_runs"]).rps
+             for workload, seed in replicates(cfg["workload"], int(cfg["seed"]), int(g["replicates"]))]
+    mean, half = mean_ci(rates)
+    return (f"over {len(rates)} replicates: {mean:.3f} ± {half:.3f} req/s (95% CI; "
+            f"{', '.join(f'{r:.2f}' for r in rates)})")
+
+
 def format_goodput(name: str, g: Goodput) -> str:
     b = g.bracket
     lines = [f"{name}: {g.spec.num_gpus} GPUs, ${g.spec.cost_per_hour:.2f}/h"]
@@ -130,6 +143,8 @@ def main(cfg: DictConfig) -> None:
         for name, spec in specs.items():
             print(format_goodput(name, find_goodput(spec, cfg, cfg["goodput"]["rel_tol"],
                                                     cfg["goodput"]["max_runs"])), flush=True)
+            if int(cfg["goodput"]["replicates"]) > 1:
+                print("  " + replicated_goodput(spec, cfg), flush=True)
     except (ConfigError, WorkloadError) as error:
         raise SystemExit(f"error: {error}") from None
 

@@ -10,9 +10,10 @@ Overrides are those of `python -m sim` plus `plan.*` (configs/plan.yaml). The se
 2. gives each pool the fewest instances whose step-time capacity bound (capacity) reaches the
    target rate: configurations below it are pruned unsimulated;
 3. simulates the rest in order of cost (or GPUs) on the busiest `plan.max_requests` consecutive
-   requests of the workload at the target rate, in parallel, skipping any configuration that grows a passing one of
-   its family (it can only cost more) or shrinks a failing one (it can only fail), and stops
-   an architecture once it has `plan.top_k` passes cheaper than what is left;
+   requests of the workload at the target rate, in parallel. It skips a configuration that
+   grows a passing one of its family or has the same pools as a passing one (neither can cost
+   less), and one that shrinks a failing one (it can only fail). It stops an architecture once
+   it has `plan.top_k` passes cheaper than what is left;
 4. reruns each architecture's passes, best first, on the whole workload split into
    `plan.confirm_windows` windows (attainment with a 95% confidence interval over windows,
    steady-state flags) until one holds there; the winner is the best of those.
@@ -173,16 +174,22 @@ def search(base: Mapping[str, Any], space: Space, workload: Workload, target_rps
         queue += kept
     queue.sort(key=sort_key(objective))
     result = Search([], considered, infeasible, pruned, 0)
-    bar = tqdm(total=len(queue), desc="plan", unit="config", disable=not progress, smoothing=0.1)
+    # No time-left estimate: most candidates are decided in bulk once the top configurations are
+    # known, so the rate so far says nothing about the time left.
+    bar = tqdm(total=len(queue), desc="plan", unit="config", disable=not progress,
+               bar_format="{desc}: {n_fmt}/{total_fmt} configurations decided [{elapsed}{postfix}]")
 
     key = sort_key(objective)
 
     def decided(c: Candidate) -> bool:
-        """Known without simulating: worse than top_k passes, or grown from a pass / shrunk from a failure."""
+        """Known without simulating: worse than top_k passes, grown from a pass, of a passing
+        shape, or shrunk from a failure."""
         ranks = [key(e.candidate)[:2] for e in ranked(result, c.family.architecture, objective)]
         if len(ranks) >= top_k and key(c)[:2] > ranks[top_k - 1]:
             return True
-        return any(c.dominates(e.candidate) if e.passed else e.candidate.dominates(c) for e in result.evaluated)
+        # A pass of the same shape (other engine limits or link) costs the same: c cannot rank higher.
+        return any(c.dominates(e.candidate) or shape(c) == shape(e.candidate) if e.passed
+                   else e.candidate.dominates(c) for e in result.evaluated)
 
     executor = (_Inline(_init_worker, (base, workload, slo)) if jobs == 1 else
                 ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(base, workload, slo)))
@@ -253,6 +260,11 @@ def _cell(e: Evaluated | None) -> list[str]:
             f"TPOT p99 {s['tpot_p99_s'] * 1e3:.1f} ms"]
 
 
+def shape(c: Candidate) -> tuple:
+    """GPUs, TP and instances of each pool: what a configuration costs, without its engine limits or link."""
+    return c.family.architecture, c.family.pools, c.instances
+
+
 def ranked(result: Search, arch: str, objective: str) -> list[Evaluated]:
     """Passing configurations of `arch`, best first (ties: the higher attainment first), one per
     cluster shape (GPUs, TP and instances of each pool): engine-limit and link variants of one
@@ -260,7 +272,7 @@ def ranked(result: Search, arch: str, objective: str) -> list[Evaluated]:
     key = sort_key(objective)
     best: dict[tuple, Evaluated] = {}
     for e in sorted(result.passes(arch), key=lambda e: (key(e.candidate)[:2], -e.summary["slo_attainment"])):
-        best.setdefault((e.candidate.family.pools, e.candidate.instances), e)
+        best.setdefault(shape(e.candidate), e)
     return list(best.values())
 
 

@@ -20,9 +20,14 @@ import pandas as pd
 KEY = "run_key"   # identifies a run by its overrides; a row with this key means "done"
 
 
+def run_overrides(overrides: list[str]) -> list[str]:
+    """The overrides that make a run what it is (not where its results go: sweep.*, hydra.*)."""
+    return [o for o in overrides if not o.lstrip("+~").startswith(("sweep.", "hydra"))]
+
+
 def run_key(overrides: list[str]) -> str:
     """The same runs give the same key whatever the order of their overrides."""
-    return " ".join(sorted(overrides))
+    return " ".join(sorted(run_overrides(overrides)))
 
 
 @contextmanager

@@ -45,12 +45,12 @@ def rows(overrides: list[str], cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
 @hydra.main(version_base=None, config_path="../configs", config_name="sweep")
 def main(cfg: DictConfig) -> None:
     table = Path(cfg.sweep.table)
-    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("sweep.", "hydra"))]
+    overrides = results_table.run_overrides(list(HydraConfig.get().overrides.task))
     if results_table.run_key(overrides) in results_table.done_keys(table):
         print(f"[sweep] skip (already in {table}): {' '.join(overrides)}", flush=True)
         return
-    done = results_table.append(table, rows(overrides, as_dict(cfg)))
-    print(f"[sweep] {report(table, done)}: {' '.join(overrides)}", flush=True)
+    results_table.append(table, rows(overrides, as_dict(cfg)))
+    print(f"[sweep] {report(table)}: {' '.join(overrides)}", flush=True)
 
 
 if __name__ == "__main__":

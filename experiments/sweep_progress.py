@@ -9,11 +9,11 @@ time left (from the runs done since this start, so a resumed sweep estimates fro
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -21,10 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 from experiments import results_table
 
 
-def count_jobs(overrides: list[str]) -> int:
-    """Jobs a multirun expands `overrides` (command line and hydra.sweeper.params) to."""
+def job_keys(overrides: list[str]) -> list[str]:
+    """Run keys (results_table.run_key) of the jobs a multirun expands `overrides` to."""
     parsed = OverridesParser.create().parse_overrides(overrides)
-    return math.prod(len(list(o.sweep_string_iterator())) if o.is_sweep_override() else 1 for o in parsed)
+    return [results_table.run_key(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
 def _state_file(table: str | Path) -> Path:
@@ -36,19 +36,24 @@ class SweepProgress(Callback):
         params = config.hydra.sweeper.get("params")
         params = OmegaConf.to_container(params, resolve=False) if params else {}
         overrides = list(config.hydra.overrides.task) + [f"{k}={v}" for k, v in params.items()]
-        state = _state_file(config.sweep.table)
+        keys = job_keys(overrides)
+        table = Path(config.sweep.table)
+        state = _state_file(table)
         state.parent.mkdir(parents=True, exist_ok=True)
-        state.write_text(json.dumps({"total": count_jobs(overrides), "started": time.time(),
-                                     "done_at_start": len(results_table.done_keys(Path(config.sweep.table)))}))
+        state.write_text(json.dumps({"keys": keys, "started": time.time(),
+                                     "done_at_start": len(set(keys) & results_table.done_keys(table))}))
 
 
-def report(table: str | Path, done: int) -> str:
-    """'k/N runs done, elapsed, about T left' (N unknown when not launched as a multirun)."""
+def report(table: str | Path) -> str:
+    """'k/N runs done, elapsed, about T left' for the multirun writing to `table` (k counts its
+    runs already in the table, so a resumed sweep starts where it stopped)."""
+    table = Path(table)
     state = _state_file(table)
+    done_keys = results_table.done_keys(table)
     if not state.exists():
-        return f"{done} runs done"
+        return f"{len(done_keys)} runs in the table"
     s = json.loads(state.read_text())
+    done = len(set(s["keys"]) & done_keys)
     elapsed = time.time() - s["started"]
-    pace = elapsed / max(1, done - s["done_at_start"])
-    left = max(0, s["total"] - done) * pace
-    return f"{done}/{s['total']} runs done, {elapsed:.0f} s elapsed, about {left:.0f} s left"
+    left = (len(s["keys"]) - done) * elapsed / max(1, done - s["done_at_start"])
+    return f"{done}/{len(s['keys'])} runs done, {elapsed:.0f} s elapsed, about {left:.0f} s left"

@@ -8,7 +8,7 @@ import pandas as pd
 import yaml
 
 from experiments.configs import CONFIGS
-from experiments.sweep_progress import count_jobs
+from experiments.sweep_progress import job_keys
 
 SWEEP = [sys.executable, "-m", "experiments.sweep", "-m", "workload=poisson", "workload.num_requests=20"]
 
@@ -36,9 +36,10 @@ def test_an_interrupted_sweep_restarts_where_it_stopped(tmp_path):
     assert {"architecture", "gpus", "slo_attainment", "cost_per_million_output_tokens", "saturated"} <= set(after)
 
 
-def test_job_count_of_a_sweep():
-    assert count_jobs(["workload.rate_scale=1,2,4", "serving=monolithic,disaggregated", "seed=0"]) == 6
-    assert count_jobs(["workload.rate_scale=range(1,5)"]) == 4
+def test_jobs_of_a_sweep():
+    keys = job_keys(["workload.rate_scale=1,2,4", "serving=monolithic,disaggregated", "seed=0", "sweep.name=x"])
+    assert len(keys) == 6 and "seed=0 serving=monolithic workload.rate_scale=1" in keys
+    assert len(job_keys(["workload.rate_scale=range(1,5)"])) == 4
 
 
 def test_ray_launcher_config_targets_an_existing_cluster():
