@@ -24,9 +24,10 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 CASES: dict[str, list[str]] = {
     "default (conv 1h, 2 GPUs)": [],
-    "conv 1h at 4x rate, 32 GPUs": ["workload.rate_scale=4", "serving.monolithic.instances=32",
-                                    "serving.disaggregated.prefill.instances=8",
-                                    "serving.disaggregated.decode.instances=24"],
+    # four shifted copies of the hour superposed: 77k requests, burstiness kept (issue 5's target case)
+    "conv 1h x4 copies, 32 GPUs": ["workload.copies=4", "serving.monolithic.instances=32",
+                                   "serving.disaggregated.prefill.instances=8",
+                                   "serving.disaggregated.decode.instances=24"],
 }
 
 
