@@ -26,6 +26,8 @@ class Backend:
     outstanding: int = 0          # requests sent and not finished
     queued_prompt_tokens: int = 0 # prompt tokens of requests sent and not yet answered with a first token
     kv_usage_perc: float = 0.0    # vllm:kv_cache_usage_perc at the last poll (0..1)
+    sent: int = 0                 # requests the gateway sent it (attempts, retries included)
+    failed: int = 0               # of those, how many failed at this server
     prefix_cache: None = None     # the gateway does not see vLLM's prefix cache
 
     def kv_usage(self) -> float:
@@ -73,18 +75,24 @@ def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> 
 async def poll_metrics(session: aiohttp.ClientSession, pools: list[Pool], every_s: float) -> None:
     """Forever: mark each backend up or down by whether it answers, and refresh its KV usage
     where the pool routes by it. Pools that do not route by KV get only the cheap `/health`:
-    a vLLM server renders `/metrics` on the same core that runs its API server."""
+    a vLLM server renders `/metrics` on the same core that runs its API server. A backend
+    marked down (by a failed poll or a failed request) is up again once it answers 200."""
     while True:
         for pool in pools:
             needs_kv = pool.router.policy == "least_kv"
             for backend in pool.backends:
+                path = "/metrics" if needs_kv else "/health"
                 try:
-                    path = "/metrics" if needs_kv else "/health"
                     async with session.get(backend.url + path, timeout=aiohttp.ClientTimeout(total=2)) as response:
                         text = await response.text()
-                    if needs_kv:
-                        backend.kv_usage_perc = metric_value(text, "vllm:kv_cache_usage_perc")
-                    backend.up = response.status == 200
+                        status = response.status
                 except (aiohttp.ClientError, asyncio.TimeoutError):
                     backend.up = False
+                    continue
+                backend.up = status == 200
+                if needs_kv and backend.up:
+                    try:
+                        backend.kv_usage_perc = metric_value(text, "vllm:kv_cache_usage_perc")
+                    except ValueError:   # answered, but not Prometheus text: KV usage unknown
+                        pass
         await asyncio.sleep(every_s)

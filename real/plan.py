@@ -179,7 +179,9 @@ def plan_deployment(cfg: Mapping[str, Any], run_dir: Path) -> DeploymentPlan:
         architecture=str(serving["architecture"]), host=host, port=gateway_port,
         pools={role: [s.url for s in servers if s.role == role] for role, _ in pools},
         routers={role: str(pool.get("router", "round_robin")) for role, pool in pools},
-        connector=connector, model=model.name, metrics_poll_s=float(real["metrics_poll_s"]))
+        connector=connector, model=model.name, metrics_poll_s=float(real["metrics_poll_s"]),
+        connect_s=float(real["timeouts"]["connect_s"]), upstream_idle_s=float(real["timeouts"]["upstream_idle_s"]),
+        prefill_s=float(real["timeouts"]["prefill_s"]))
     timeouts = real["timeouts"]
     return DeploymentPlan(str(serving["architecture"]), run_dir, model_dir, generate, tuple(servers), gateway,
                           float(timeouts["startup_s"]), float(timeouts["shutdown_s"]))

@@ -56,11 +56,18 @@ def request_body(model: str, request_id: int, prompt_tokens: int, output_tokens:
             "stream": True, "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
 
 
+class _Idle(Exception):
+    """No chunk within idle_s."""
+
+
 async def _read_stream(response: aiohttp.ClientResponse, outcome: Outcome, expected: int, idle_s: float) -> None:
     emitted = 0
     done = False
     while True:
-        line = await asyncio.wait_for(response.content.readline(), idle_s)
+        try:
+            line = await asyncio.wait_for(response.content.readline(), idle_s)
+        except TimeoutError:
+            raise _Idle() from None
         if not line:
             break
         now = time.time()
@@ -72,8 +79,10 @@ async def _read_stream(response: aiohttp.ClientResponse, outcome: Outcome, expec
             done = True
             break
         chunk = json.loads(payload)
+        if not isinstance(chunk, dict):
+            raise RuntimeError(f"stream chunk is not a JSON object: {payload[:100]!r}")
         if "error" in chunk:
-            raise RuntimeError(f"stream error: {chunk['error']}")
+            raise RuntimeError(f"stream error: {_error_message(chunk)}")
         usage = chunk.get("usage") or {}
         count = usage.get("completion_tokens")
         if count is None:   # a server without continuous usage stats: one token per text chunk
@@ -91,6 +100,12 @@ async def _read_stream(response: aiohttp.ClientResponse, outcome: Outcome, expec
         raise RuntimeError(f"got {emitted} output tokens, asked for {expected}")
 
 
+def _error_message(answer: object) -> str:
+    """The message of an OpenAI-style or gateway error body (`error` a string or {message})."""
+    error = answer.get("error", answer) if isinstance(answer, dict) else answer
+    return str(error.get("message", error)) if isinstance(error, dict) else str(error)
+
+
 async def _send(session: aiohttp.ClientSession, url: str, body: dict, outcome: Outcome, limits: ReplayLimits) -> None:
     outcome.sent_s = time.time()
     try:
@@ -98,7 +113,11 @@ async def _send(session: aiohttp.ClientSession, url: str, body: dict, outcome: O
             async with session.post(f"{url}/v1/completions", json=body) as response:
                 outcome.headers = {k.lower(): v for k, v in response.headers.items() if k.lower().startswith("x-pdsim-")}
                 if response.status != 200:
-                    text = (await response.text())[:500]
+                    text = (await response.text(errors="replace"))[:500]
+                    try:
+                        text = _error_message(json.loads(text))
+                    except ValueError:
+                        pass
                     outcome.status = "rejected" if response.status == 400 else "failed"
                     outcome.reason = f"HTTP {response.status}: {text}"
                     return
@@ -108,10 +127,16 @@ async def _send(session: aiohttp.ClientSession, url: str, body: dict, outcome: O
             raise RuntimeError(f"the server counted {outcome.prompt_tokens_served} prompt tokens, {asked} were sent: "
                                f"its tokenizer is not one word = one token (real.model_dir)")
         outcome.status = "completed"
+    except _Idle:
+        outcome.status = "failed"
+        outcome.reason = (f"timeout: no chunk for {limits.idle_s:g} s (real.timeouts.idle_s), "
+                          f"{len(outcome.token_times)} tokens received")
+    except (aiohttp.ClientError, RuntimeError, ValueError) as error:   # before TimeoutError: aiohttp's
+        outcome.status, outcome.reason = "failed", f"{type(error).__name__}: {error}"   # timeouts are both
     except TimeoutError:
-        outcome.status, outcome.reason = "failed", f"timeout ({len(outcome.token_times)} tokens received)"
-    except (aiohttp.ClientError, RuntimeError, ValueError) as error:
-        outcome.status, outcome.reason = "failed", f"{type(error).__name__}: {error}"
+        outcome.status = "failed"
+        outcome.reason = (f"timeout: not done within {limits.request_s:g} s (real.timeouts.request_s), "
+                          f"{len(outcome.token_times)} tokens received")
 
 
 async def replay(url: str, model: str, workload: Workload, vocab_size: int, limits: ReplayLimits) -> list[Outcome]:

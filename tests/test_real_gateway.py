@@ -5,11 +5,18 @@ and the replayer's own scheduling delay. Fast; needs aiohttp (the `real` extra),
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-pytest.importorskip("aiohttp")
+aiohttp = pytest.importorskip("aiohttp")
 
 from real.gateway import GatewaySpec, make_app  # noqa: E402
 from real.backends import metric_value  # noqa: E402
@@ -27,19 +34,24 @@ def workload(n: int, gap_s: float = 0.01, output: int = 5) -> Workload:
     return Workload("test", np.arange(n) * gap_s, np.full(n, 12), np.full(n, output), "test")
 
 
-async def _replay_through(architecture: str, stubs: dict[str, list[StubServer]], load: Workload,
-                          routers: dict[str, str] | None = None, limits: ReplayLimits = LIMITS):
+async def _replay_through(architecture: str, stubs: dict[str, list[StubServer | str]], load: Workload,
+                          routers: dict[str, str] | None = None, limits: ReplayLimits = LIMITS, **spec_fields):
+    """Replay `load` through a gateway in front of `stubs` (a StubServer, or the URL of something
+    else that listens, or nothing); `spec_fields` set the gateway's timeouts."""
     runners = []
     try:
         urls: dict[str, list[str]] = {}
         for role, servers in stubs.items():
             urls[role] = []
             for stub in servers:
+                if isinstance(stub, str):
+                    urls[role].append(stub)
+                    continue
                 runner, url = await serve(stub.app)
                 runners.append(runner)
                 urls[role].append(url)
         spec = GatewaySpec(architecture, "127.0.0.1", 0, urls, routers or {role: "round_robin" for role in urls},
-                           model="stub", metrics_poll_s=0.05)
+                           model="stub", metrics_poll_s=0.05, **spec_fields)
         runner, gateway_url = await serve(make_app(spec))
         runners.append(runner)
         return await replay(gateway_url, "stub", load, 4096, limits)
@@ -48,7 +60,7 @@ async def _replay_through(architecture: str, stubs: dict[str, list[StubServer]],
             await runner.cleanup()
 
 
-def run(architecture: str, stubs: dict[str, list[StubServer]], load: Workload, **kwargs):
+def run(architecture: str, stubs: dict[str, list[StubServer | str]], load: Workload, **kwargs):
     outcomes = asyncio.run(_replay_through(architecture, stubs, load, **kwargs))
     table = requests_frame(outcomes, load.prompt_tokens, load.output_tokens, architecture, KV_BYTES_PER_TOKEN)
     return outcomes, table
@@ -133,7 +145,7 @@ def test_the_replayer_keeps_to_the_trace_clock():
     # replayer has its loop to itself); bounds loose enough for a busy 2-core machine
     load = workload(100, gap_s=0.01, output=2)
     outcomes, table = run("monolithic", {"mixed": [StubServer("a", token_gap_s=0.001)]}, load)
-    assert (table["status"] == "completed").all()
+    assert (table["status"] == "completed").all(), table["reason"].unique().tolist()
     delays = scheduling_delays(outcomes)
     assert delays.min() >= 0 and np.median(delays) < 0.02 and np.percentile(delays, 99) < 0.1
 
@@ -144,3 +156,223 @@ def test_least_kv_reads_the_servers_metrics():
     stubs = [StubServer("a"), StubServer("b")]
     _, table = run("monolithic", {"mixed": stubs}, workload(2), routers={"mixed": "least_kv"})
     assert (table["status"] == "completed").all()
+
+
+# --------------------------------------------------------------------------- the gateway never hangs a client
+
+def closed_port() -> str:
+    """The URL of a local port nothing listens on (connection refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+@contextlib.contextmanager
+def unanswered_port():
+    """A local port whose accept queue is full: a connection to it is never made (SYNs dropped),
+    as with a server host that is down or unreachable."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    time.sleep(0.1)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for sock in [*fillers, server]:
+            sock.close()
+
+
+def timed_run(*args, **kwargs):
+    started = time.monotonic()
+    outcomes, table = run(*args, **kwargs)
+    return outcomes, table, time.monotonic() - started
+
+
+@pytest.mark.parametrize("role", ["mixed", "prefill", "decode"])
+@pytest.mark.parametrize("status, body", [(400, None), (404, None), (500, None), (503, "Service Unavailable"),
+                                          (502, "")])
+def test_an_upstream_error_status_reaches_the_client_with_the_server_named(role, status, body):
+    bad = StubServer("bad", refuse_status=status, refuse_text=body)
+    stubs = ({"mixed": [bad]} if role == "mixed" else
+             {"prefill": [bad if role == "prefill" else StubServer("p")],
+              "decode": [bad if role == "decode" else StubServer("d")]})
+    _, table = run("monolithic" if role == "mixed" else "disaggregated", stubs, workload(2))
+    assert (table["status"] == ("rejected" if status == 400 else "failed")).all()
+    detail = "bad refuses" if body is None else (body or "(empty body)")
+    for reason in table["reason"]:
+        assert reason.startswith(f"HTTP {status}: {role} server 0 (http://127.0.0.1:")
+        assert reason.endswith(f"answered HTTP {status}: {detail}")
+
+
+def test_an_upstream_that_goes_silent_mid_stream_is_reported_within_upstream_idle_s():
+    stubs = {"mixed": [StubServer("hung", stall_after_tokens=2)]}
+    outcomes, table, took = timed_run("monolithic", stubs, workload(2), upstream_idle_s=0.3,
+                                      limits=ReplayLimits(request_s=20.0, idle_s=5.0))
+    assert took < 5.0   # the gateway's 0.3 s, not the replayer's 5 s, ended them
+    assert (table["status"] == "failed").all()
+    for outcome in outcomes:
+        assert len(outcome.token_times) == 2
+        assert outcome.reason.startswith("RuntimeError: stream error: mixed server 0 (http://127.0.0.1:")
+        assert "sent nothing for 0.3 s" in outcome.reason and "upstream_idle_s" in outcome.reason
+
+
+def test_an_upstream_that_never_answers_gets_a_504_naming_it():
+    stubs = {"prefill": [StubServer("p")], "decode": [StubServer("d", hang_s=30.0)]}
+    outcomes, table, took = timed_run("disaggregated", stubs, workload(2), upstream_idle_s=0.3)
+    assert took < 5.0
+    assert (table["status"] == "failed").all()
+    assert all(o.reason.startswith("HTTP 504: decode server 0") and "upstream_idle_s" in o.reason for o in outcomes)
+
+
+def test_a_slow_prefill_gets_a_504_after_prefill_s():
+    stubs = {"prefill": [StubServer("p", hang_s=30.0)], "decode": [StubServer("d")]}
+    outcomes, table, took = timed_run("disaggregated", stubs, workload(2), prefill_s=0.3)
+    assert took < 5.0
+    assert (table["status"] == "failed").all()
+    assert all(o.reason.startswith("HTTP 504: prefill server 0") and "prefill_s" in o.reason for o in outcomes)
+
+
+def test_an_upstream_that_cannot_be_connected_to_gets_a_504_after_connect_s():
+    with unanswered_port() as url:
+        outcomes, table, took = timed_run("monolithic", {"mixed": [url]}, workload(2), connect_s=0.3)
+    assert took < 5.0
+    assert (table["status"] == "failed").all()
+    # the first finds no connection; the server is then marked down (its /health fails too)
+    assert outcomes[0].reason == f"HTTP 504: mixed server 0 ({url}): no connection within 0.3 s " \
+                                 "(real.timeouts.connect_s)"
+    assert all(o.reason.startswith("HTTP 50") for o in outcomes)
+
+
+@pytest.mark.parametrize("role", ["mixed", "decode"])
+def test_a_stream_closed_early_without_done_is_an_error_event(role):
+    early = StubServer("early", end_after_tokens=3)
+    stubs = {"mixed": [early]} if role == "mixed" else {"prefill": [StubServer("p")], "decode": [early]}
+    outcomes, table = run("monolithic" if role == "mixed" else "disaggregated", stubs, workload(2))
+    assert (table["status"] == "failed").all()
+    for outcome in outcomes:
+        assert len(outcome.token_times) == 3
+        assert outcome.reason.startswith(f"RuntimeError: stream error: {role} server 0 (")
+        assert outcome.reason.endswith("ended its stream after 3 chunks' bytes without [DONE]") or \
+            "without [DONE]" in outcome.reason
+
+
+def test_a_connection_dropped_mid_stream_names_the_server_and_what_arrived():
+    stubs = {"mixed": [StubServer("crash", fail_after_tokens=2)]}
+    outcomes, table = run("monolithic", stubs, workload(1))
+    assert table["status"].tolist() == ["failed"]
+    assert outcomes[0].reason.startswith("RuntimeError: stream error: mixed server 0 (")
+    assert "closed the connection" in outcomes[0].reason and len(outcomes[0].token_times) == 2
+
+
+def test_a_prefill_answer_that_is_not_json_is_a_502():
+    stubs = {"prefill": [StubServer("p", garbage_answer=True)], "decode": [StubServer("d")]}
+    outcomes, table = run("disaggregated", stubs, workload(2))
+    assert (table["status"] == "failed").all()
+    assert all(o.reason.startswith("HTTP 502: prefill server 0") and "not a completion" in o.reason
+               for o in outcomes)
+
+
+def test_a_prefill_server_crashing_on_a_request_is_failed_over_to_another():
+    crashing, alive = StubServer("p0", drop_requests=True), StubServer("p1")
+    outcomes, table = run("disaggregated", {"prefill": [crashing, alive], "decode": [StubServer("d")]}, workload(4))
+    assert (table["status"] == "completed").all(), table["reason"].tolist()
+    assert (table["prefill_instance"] == 1).all()
+    assert len(alive.received) == 4 and len(crashing.received) >= 1
+    retried = [o for o in outcomes if "x-pdsim-retries" in o.headers]
+    assert len(retried) == len(crashing.received)   # each request p0 dropped went on to p1
+    for outcome in retried:
+        assert outcome.headers["x-pdsim-retries"] == "1"
+        assert outcome.headers["x-pdsim-prefill-failed"].startswith("prefill server 0 (http://127.0.0.1:")
+        assert "closed the connection" in outcome.headers["x-pdsim-prefill-failed"]
+
+
+def test_a_dead_prefill_server_gets_no_requests():
+    outcomes, table = run("disaggregated", {"prefill": [closed_port(), StubServer("p1")], "decode": [StubServer("d")]},
+                          workload(4))
+    assert (table["status"] == "completed").all(), table["reason"].tolist()
+    assert (table["prefill_instance"] == 1).all()
+
+
+def test_with_no_other_prefill_server_the_request_fails_with_the_reason():
+    outcomes, table = run("disaggregated", {"prefill": [StubServer("p", drop_requests=True)],
+                                            "decode": [StubServer("d")]}, workload(3))
+    assert (table["status"] == "failed").all()
+    assert outcomes[0].reason.startswith("HTTP 502: prefill server 0 (http://127.0.0.1:")
+    assert "closed the connection after 0 bytes" in outcomes[0].reason
+    # later requests may find it marked down until its next /health
+    assert all(o.reason.startswith(("HTTP 502: prefill server 0", "HTTP 503: no prefill server is up"))
+               for o in outcomes)
+    dead = closed_port()
+    outcomes, table = run("disaggregated", {"prefill": [dead], "decode": [StubServer("d")]}, workload(2))
+    assert all(o.reason.startswith((f"HTTP 502: prefill server 0 ({dead}) unreachable",
+                                    "HTTP 503: no prefill server is up")) for o in outcomes)
+
+
+def test_a_killed_server_process_fails_its_stream_and_rejoins_after_restart(tmp_path):
+    """A stub server as its own process, SIGKILLed mid-stream and started again on its port: the
+    gateway fails the cut streams with the reason, routes around it while its /health fails,
+    and sends it requests again once it answers."""
+    port = int(closed_port().rsplit(":", 1)[1])
+    url = f"http://127.0.0.1:{port}"
+
+    def start() -> subprocess.Popen:
+        process = subprocess.Popen([sys.executable, "-m", "tests.real_stub", str(port), "a"],
+                                   cwd=Path(__file__).resolve().parents[1])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=1):
+                return process
+            time.sleep(0.05)
+        process.kill()
+        raise AssertionError("stub server did not start")
+
+    async def scenario():
+        other = StubServer("b", token_gap_s=0.02)
+        runner_b, url_b = await serve(other.app)
+        spec = GatewaySpec("monolithic", "127.0.0.1", 0, {"mixed": [url, url_b]}, {"mixed": "round_robin"},
+                           model="stub", metrics_poll_s=0.1)
+        process = await asyncio.to_thread(start)
+        runner, gateway = await serve(make_app(spec))
+        try:
+            await asyncio.sleep(0.3)   # the first health polls
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.5, process.kill)   # 100 tokens at 20 ms: mid-stream
+            cut = await replay(gateway, "stub", workload(2, output=100), 4096, LIMITS)
+            process.wait(timeout=10)
+            await asyncio.sleep(0.3)
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{gateway}/stats") as response:
+                    down = await response.json()
+            while_down = await replay(gateway, "stub", workload(4), 4096, LIMITS)
+            process = await asyncio.to_thread(start)
+            await asyncio.sleep(0.5)   # a few health polls
+            after = await replay(gateway, "stub", workload(4), 4096, LIMITS)
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{gateway}/stats") as response:
+                    up = await response.json()
+            return cut, down, while_down, after, up
+        finally:
+            process.kill()
+            process.wait(timeout=10)
+            await runner.cleanup()
+            await runner_b.cleanup()
+
+    cut, down, while_down, after, up = asyncio.run(scenario())
+    on = {o.headers["x-pdsim-instance"]: o for o in cut}
+    assert on["0"].status == "failed" and 0 < len(on["0"].token_times) < 100
+    assert on["0"].reason.startswith(f"RuntimeError: stream error: mixed server 0 ({url}) closed the connection")
+    assert on["1"].status == "completed"
+    assert [s["up"] for s in down["mixed"]] == [False, True]
+    assert [o.status for o in while_down] == ["completed"] * 4
+    assert [o.headers["x-pdsim-instance"] for o in while_down] == ["1"] * 4
+    assert [o.status for o in after] == ["completed"] * 4
+    assert sorted(o.headers["x-pdsim-instance"] for o in after) == ["0", "0", "1", "1"]
+    assert [s["up"] for s in up["mixed"]] == [True, True]
+    assert up["mixed"][0]["sent"] == 3 and up["mixed"][0]["failed"] == 1
