@@ -164,7 +164,7 @@ class Cluster:
 
     def _record_repeated_tokens(self, _engine: Engine, seqs: list[Sequence], times: np.ndarray) -> None:
         """Each sequence emitted a token at every one of `times` after its token at times[0]."""
-        gaps = np.diff(times)
+        gaps = times[1:] - times[:-1]
         self.itl.add_many(gaps, len(seqs))
         longest = float(gaps.max())
         last = float(times[-1])

@@ -32,13 +32,14 @@ MIN_STEPS = 2   # below this a window saves nothing over a plain step
 class DecodeWindow:
     seqs: list[Sequence]
     contexts: list[int]        # each sequence's computed tokens at the first step
-    starts: np.ndarray         # start time of each step (the first is the window's start)
+    start: float               # start time of the first step (each later one starts when the previous ends)
     ends: np.ndarray           # end time of each step, accumulated exactly as SimPy would
     flops: np.ndarray
     bytes: np.ndarray
     held: list[int]            # each sequence's blocks after the first step's allocation
     block_size: int
     truncated: bool = False
+    pulls_due: bool = False    # pulls wait for the end of the step in progress (Engine._pull_or_cut)
     _later_step_starts: list[float] | None = None
     _allocated: dict[int, int] = field(default_factory=dict)
 
@@ -81,10 +82,10 @@ def plan_window(step: ScheduledStep, running: list[Sequence], pool: BlockPool, b
     steps = _steps_within_free_blocks(contexts, held, pool.free, block_size, steps)
     if steps < MIN_STEPS:
         return None
-    times, flops, nbytes = step_model.decode_window(len(step.seqs), sum(contexts), steps)
-    ends = np.cumsum(np.concatenate(([now], times)))[1:]   # sequential, like now += delay
-    starts = np.concatenate(([now], ends[:-1]))
-    return DecodeWindow(list(step.seqs), contexts, starts, ends, flops, nbytes, held, block_size)
+    ends, flops, nbytes = step_model.decode_window(len(step.seqs), sum(contexts), steps)
+    ends[0] += now
+    np.cumsum(ends, out=ends)   # sequential, like now += delay: ends[j] = ends[j - 1] + time of step j
+    return DecodeWindow(list(step.seqs), contexts, now, ends, flops, nbytes, held, block_size)
 
 
 def blocks_needed(contexts: list[int], held: list[int], block_size: int, steps: int) -> int:

@@ -115,7 +115,11 @@ class Engine:
         seq.engine_id = self.instance_id
         self.outstanding += 1
         self.scheduler.add(seq)
-        self._wake()
+        window = self._window
+        if seq.needs_remote_kv and window is not None and not window.truncated:
+            self._start_pulls_at_step_end(window)
+        else:
+            self._wake()
 
     def kv_received(self, seq: Sequence) -> None:
         self.scheduler.kv_received(seq)
@@ -155,6 +159,32 @@ class Engine:
         elif self._window is not None and not self._window.truncated:
             self._window.truncated = True
             self._process.interrupt()
+
+    def _start_pulls_at_step_end(self, window: DecodeWindow) -> None:
+        """A sequence to pull arrived during a decode window. The schedule at the end of the
+        step in progress would start its pull and go on with the same batch, so the window
+        need not be cut: start the pulls then, from outside the engine's process, unless that
+        schedule would do more (`_pull_or_cut`)."""
+        if window.pulls_due:
+            return
+        window.pulls_due = True
+        step_end = StepEnd(self.env, float(window.ends[window.steps_done_by(self.env.now) - 1]))
+        step_end.callbacks.append(lambda _event: self._pull_or_cut(window))
+
+    def _pull_or_cut(self, window: DecodeWindow) -> None:
+        window.pulls_due = False
+        if self._window is not window or window.truncated:
+            return   # the window ended or was cut: the engine's own schedule starts the pulls
+        steps = window.steps_done_by(self.env.now)   # the next step is steps + 1
+        free = self.kv.free - blocks_needed(window.contexts, window.held, window.block_size, steps + 1)
+        pulls = self.scheduler.pulls_while_decoding(free)
+        if pulls is None or blocks_needed(window.contexts, window.held, window.block_size, len(window)) > \
+                self.kv.free - sum(map(self.scheduler.pull_blocks, pulls)):
+            self._wake()     # the batch would change or its later steps would run out of blocks
+            return
+        self.scheduler.start_pulls(pulls)
+        for seq in pulls:
+            self.hooks.start_pull(self, seq)
 
     def _run(self):
         while True:
@@ -234,8 +264,7 @@ class Engine:
         self.kv.allocate(blocks_needed(window.contexts, window.held, window.block_size, steps))
         for seq, context, held in zip(seqs, window.contexts, window.held):
             seq.blocks = max(held, -(-(context + steps) // window.block_size))
-        self.utilisation.add_many(window.starts[:steps], window.ends[:steps], window.flops[:steps],
-                                  window.bytes[:steps])
+        self.utilisation.add_many(window.start, window.ends[:steps], window.flops[:steps], window.bytes[:steps])
         self.steps += steps
         first = float(window.ends[0])
         for seq in seqs:

@@ -134,14 +134,9 @@ class Scheduler:
                 return
             seq = queue[0]
             if seq.needs_remote_kv:
-                need = blocks_for(seq.prompt_tokens, limits.block_size)
-                if need > pool.free:
+                if self.pull_blocks(seq) > pool.free:
                     return
-                pool.allocate(need)
-                seq.blocks = need
-                seq.needs_remote_kv = False
-                queue.popleft()
-                self.pulling.add(seq)
+                self._start_pull(queue.popleft())
                 step.pulls.append(seq)
                 continue
             starts_prefill = seq.num_computed == 0   # new, or restarting after preemption
@@ -161,6 +156,44 @@ class Scheduler:
             self.running.append(seq)
             step.add(seq, tokens)
             budget -= tokens
+
+    def pulls_while_decoding(self, free_blocks: int) -> list[Sequence] | None:
+        """The pulls the next `schedule` would start, as long as the running batch decodes
+        unchanged and leaves `free_blocks` free: the waiting pulls at the head of the queue that
+        fit, in order. None when that schedule could do more than start pulls (a sequence
+        ready to run, or one to compute here at the head of the queue)."""
+        limits = self.limits
+        if self.ready:
+            return None
+        if len(self.running) >= min(limits.max_num_seqs, limits.max_num_batched_tokens):
+            return []   # no token budget or sequence slot left: admission does not start
+        pulls = []
+        for seq in self.waiting:
+            if not seq.needs_remote_kv:
+                return None
+            need = self.pull_blocks(seq)
+            if need > free_blocks:
+                break
+            free_blocks -= need
+            pulls.append(seq)
+        return pulls
+
+    def start_pulls(self, seqs: list[Sequence]) -> None:
+        """Start `seqs`, the head of the waiting queue as `pulls_while_decoding` gave it."""
+        for seq in seqs:
+            assert self.waiting[0] is seq
+            self._start_pull(self.waiting.popleft())
+
+    def pull_blocks(self, seq: Sequence) -> int:
+        """Blocks reserved for a sequence's pulled prompt."""
+        return blocks_for(seq.prompt_tokens, self.limits.block_size)
+
+    def _start_pull(self, seq: Sequence) -> None:
+        """Reserve blocks for the whole prompt; the remote KV lands in them."""
+        seq.blocks = self.pull_blocks(seq)
+        self.pool.allocate(seq.blocks)
+        seq.needs_remote_kv = False
+        self.pulling.add(seq)
 
     def _cached_prefix(self, seq: Sequence) -> int:
         """Prompt tokens a sequence starting its prefill may skip."""

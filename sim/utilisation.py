@@ -3,84 +3,106 @@
 Means over a run hide the pattern that matters for monolithic serving (saturated during
 prefills, idle between them); per-bin values keep it at a memory cost independent of the
 number of steps.
+
+Steps are buffered and spread over the bins in bulk: one numpy pass per few thousand steps
+instead of one per step or per decode window, which dominated the simulator's bookkeeping.
+The bulk pass adds each step's share to its bins in step order, so the sums are the same,
+bit for bit, as adding the steps one at a time.
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 
 import numpy as np
 
-
-_FEW_STEPS = 16   # below this many steps, plain Python beats numpy's per-call overhead
-
-
-_FEW_STEPS = 16   # up to this many steps, plain Python beats numpy's per-call overhead
+FLUSH_STEPS = 4096   # buffered steps per instance before spreading them (4 x 8 bytes each)
 
 
 class UtilisationTimeline:
-    """Busy seconds, FLOPs and bytes per `bin_s`-wide bin of one instance."""
+    """Busy seconds, FLOPs and bytes per `bin_s`-wide bin of one instance.
 
-    def __init__(self, bin_s: float):
+    A step's work is spread uniformly over its duration: a step across a bin edge gives
+    each bin the share of its duration that falls in it.
+    """
+
+    def __init__(self, bin_s: float, flush_steps: int = FLUSH_STEPS):
         self.bin_s = bin_s
-        self.busy_s = np.zeros(64)
-        self.flops = np.zeros(64)
-        self.bytes = np.zeros(64)
+        self.flush_steps = flush_steps
+        self._busy_s = np.zeros(64)
+        self._flops = np.zeros(64)
+        self._bytes = np.zeros(64)
+        self._pending = tuple(array("d") for _ in range(4))   # starts, ends, flops, bytes
+
+    def add(self, start_s: float, end_s: float, flops: float, nbytes: float) -> None:
+        """One step."""
+        starts, ends, step_flops, step_bytes = self._pending
+        starts.append(start_s)
+        ends.append(end_s)
+        step_flops.append(flops)
+        step_bytes.append(nbytes)
+        if len(starts) >= self.flush_steps:
+            self._flush()
+
+    def add_many(self, start_s: float, ends: np.ndarray, flops: np.ndarray, nbytes: np.ndarray) -> None:
+        """Back-to-back steps (float64 arrays): the first starts at `start_s`, each later one
+        when the one before ends."""
+        starts, step_ends, step_flops, step_bytes = self._pending
+        starts.append(start_s)
+        starts.frombytes(ends[:-1].tobytes())
+        step_ends.frombytes(ends.tobytes())
+        step_flops.frombytes(flops.tobytes())
+        step_bytes.frombytes(nbytes.tobytes())
+        if len(starts) >= self.flush_steps:
+            self._flush()
+
+    def series(self, end_s: float) -> dict[str, np.ndarray]:
+        """Per-bin arrays up to `end_s` (the last bin is partly empty when end_s is not on a bin edge)."""
+        self._flush()
+        bins = max(1, math.ceil(end_s / self.bin_s))
+        if bins > len(self._busy_s):
+            self._grow(bins)
+        return {"busy_s": self._busy_s[:bins].copy(), "flops": self._flops[:bins].copy(),
+                "bytes": self._bytes[:bins].copy()}
 
     def _grow(self, bins: int) -> None:
-        size = max(bins, 2 * len(self.busy_s))
-        for name in ("busy_s", "flops", "bytes"):
+        size = max(bins, 2 * len(self._busy_s))
+        for name in ("_busy_s", "_flops", "_bytes"):
             old = getattr(self, name)
             new = np.zeros(size)
             new[: len(old)] = old
             setattr(self, name, new)
 
-    def add(self, start_s: float, end_s: float, flops: float, nbytes: float) -> None:
-        """Spread one step's work uniformly over its duration."""
-        first = int(start_s // self.bin_s)
-        last = max(first, math.ceil(end_s / self.bin_s) - 1)
-        if last >= len(self.busy_s):
-            self._grow(last + 1)
-        duration = end_s - start_s
-        if first == last or duration <= 0:
-            self.busy_s[first] += duration
-            self.flops[first] += flops
-            self.bytes[first] += nbytes
+    def _flush(self) -> None:
+        if not self._pending[0]:
             return
-        for b in range(first, last + 1):
-            overlap = min(end_s, (b + 1) * self.bin_s) - max(start_s, b * self.bin_s)
-            share = overlap / duration
-            self.busy_s[b] += overlap
-            self.flops[b] += flops * share
-            self.bytes[b] += nbytes * share
-
-    def add_many(self, starts: np.ndarray, ends: np.ndarray, flops: np.ndarray, nbytes: np.ndarray) -> None:
-        """Consecutive steps at once; the same sums, in the same order, as calling `add` for each."""
-        if len(starts) <= _FEW_STEPS:
-            for args in zip(starts.tolist(), ends.tolist(), flops.tolist(), nbytes.tolist()):
-                self.add(*args)
-            return
-        first = np.floor_divide(starts, self.bin_s).astype(np.int64)
-        last = np.maximum(first, np.ceil(ends / self.bin_s).astype(np.int64) - 1)
-        if last[-1] >= len(self.busy_s):
-            self._grow(int(last[-1]) + 1)
+        starts, ends, flops, nbytes = (np.frombuffer(pending, dtype=np.float64).copy() for pending in self._pending)
+        self._pending = tuple(array("d") for _ in range(4))
+        bin_s = self.bin_s
+        first = np.floor_divide(starts, bin_s).astype(np.int64)
+        last = np.maximum(first, np.ceil(ends / bin_s).astype(np.int64) - 1)
+        if last.max() >= len(self._busy_s):
+            self._grow(int(last.max()) + 1)
         durations = ends - starts
-        spanning = np.flatnonzero((first != last) & (durations > 0))
-        begin = 0
-        for i in [*spanning.tolist(), len(starts)]:
-            # steps begin..i-1 lie inside one bin each: accumulate them in order, unbuffered
-            index = first[begin:i]
-            np.add.at(self.busy_s, index, durations[begin:i])
-            np.add.at(self.flops, index, flops[begin:i])
-            np.add.at(self.bytes, index, nbytes[begin:i])
-            if i < len(starts):
-                self.add(float(starts[i]), float(ends[i]), float(flops[i]), float(nbytes[i]))
-            begin = i + 1
-
-    def series(self, end_s: float) -> dict[str, np.ndarray]:
-        """Per-bin arrays up to `end_s` (the last bin is partly empty when end_s is not on a bin edge)."""
-        bins = max(1, math.ceil(end_s / self.bin_s))
-        if bins > len(self.busy_s):
-            self._grow(bins)
-        return {"busy_s": self.busy_s[:bins].copy(), "flops": self.flops[:bins].copy(),
-                "bytes": self.bytes[:bins].copy()}
+        spanning = (first != last) & (durations > 0)
+        if not spanning.any():
+            bins, busy, step_flops, step_bytes = first, durations, flops, nbytes
+        else:
+            # One entry per (step, bin it touches), in step order; a step inside one bin
+            # keeps its whole duration, a spanning one gets the overlap with each bin.
+            counts = np.where(spanning, last - first + 1, 1)
+            step = np.repeat(np.arange(len(starts)), counts)
+            offset = np.arange(len(step)) - np.repeat(np.cumsum(counts) - counts, counts)
+            bins = first[step] + offset
+            overlap = (np.minimum(ends[step], (bins + 1) * bin_s)
+                       - np.maximum(starts[step], bins * bin_s))
+            split = spanning[step]
+            busy = np.where(split, overlap, durations[step])
+            share = np.where(split, overlap / np.where(split, durations[step], 1.0), 1.0)
+            step_flops = np.where(split, flops[step] * share, flops[step])
+            step_bytes = np.where(split, nbytes[step] * share, nbytes[step])
+        # ufunc.at adds unbuffered, entry after entry: the order of the steps is kept per bin.
+        np.add.at(self._busy_s, bins, busy)
+        np.add.at(self._flops, bins, step_flops)
+        np.add.at(self._bytes, bins, step_bytes)

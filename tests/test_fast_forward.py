@@ -1,5 +1,7 @@
 """The fast path (decode windows) against the step-by-step reference: identical, bit for bit."""
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -62,18 +64,45 @@ def test_decode_window_equals_step_costs(llama8b, h100):
             assert (times[j], flops[j], nbytes[j]) == (cost.time_s, cost.flops, cost.bytes)
 
 
-def test_bulk_utilisation_equals_step_by_step():
+def _spread_one_by_one(bin_s, steps, bins):
+    """The plain definition: each step's share of its duration added to each bin it touches, in order."""
+    busy, flops, nbytes = np.zeros(bins), np.zeros(bins), np.zeros(bins)
+    for start, end, step_flops, step_bytes in steps:
+        first = int(start // bin_s)
+        last = max(first, math.ceil(end / bin_s) - 1)
+        if first == last or end <= start:
+            busy[first] += end - start
+            flops[first] += step_flops
+            nbytes[first] += step_bytes
+            continue
+        for b in range(first, last + 1):
+            overlap = min(end, (b + 1) * bin_s) - max(start, b * bin_s)
+            busy[b] += overlap
+            flops[b] += step_flops * (overlap / (end - start))
+            nbytes[b] += step_bytes * (overlap / (end - start))
+    return {"busy_s": busy, "flops": flops, "bytes": nbytes}
+
+
+@pytest.mark.parametrize("flush_steps", [1, 7, 4096])
+def test_buffered_utilisation_equals_adding_steps_one_by_one(flush_steps):
     rng = np.random.default_rng(0)
     durations = rng.uniform(0.001, 0.4, 500)
-    ends = np.cumsum(np.concatenate(([3.3], durations)))[1:]
-    starts = np.concatenate(([3.3], ends[:-1]))
+    durations[::50] = 0.0                       # zero-length steps, some on bin edges
+    ends = np.cumsum(np.concatenate(([3.25], durations)))[1:]
+    starts = np.concatenate(([3.25], ends[:-1]))
     flops, nbytes = rng.uniform(1e12, 1e14, 500), rng.uniform(1e9, 1e11, 500)
-    bulk, single = UtilisationTimeline(0.25), UtilisationTimeline(0.25)
-    bulk.add_many(starts, ends, flops, nbytes)
-    for args in zip(starts.tolist(), ends.tolist(), flops.tolist(), nbytes.tolist()):
-        single.add(*args)
-    for name, values in bulk.series(ends[-1]).items():
-        assert np.array_equal(values, single.series(ends[-1])[name])
+    timeline = UtilisationTimeline(0.25, flush_steps)
+    timeline.add_many(3.25, ends[:100], flops[:100], nbytes[:100])   # a window,
+    for args in zip(starts[100:130].tolist(), ends[100:130].tolist(), flops[100:130].tolist(),
+                    nbytes[100:130].tolist()):
+        timeline.add(*args)                                                 # single steps,
+    timeline.add_many(float(ends[129]), ends[130:], flops[130:], nbytes[130:])   # another window
+    got = timeline.series(ends[-1])
+    expected = _spread_one_by_one(0.25, zip(starts.tolist(), ends.tolist(), flops.tolist(), nbytes.tolist()),
+                                  len(got["busy_s"]))
+    for name, values in expected.items():
+        assert np.array_equal(got[name], values), name
+    assert got["busy_s"].sum() == pytest.approx(durations.sum())
 
 
 def test_window_block_allocations_follow_the_growing_contexts():
@@ -83,6 +112,6 @@ def test_window_block_allocations_follow_the_growing_contexts():
     contexts = rng.integers(1, 5000, 40)
     held = -(-(contexts + 1) // 16) + rng.integers(0, 3, 40)   # some hold more (pulled prompt blocks)
     ends = np.arange(1, 301, dtype=float)
-    window = DecodeWindow([], contexts, ends - 1, ends, ends, ends, held, 16)
+    window = DecodeWindow([], contexts, 0.0, ends, ends, ends, held, 16)
     for started in range(0, 300):
         assert window.blocks_allocated_by(started + 0.5) == blocks_needed(contexts, held, 16, started + 1)
