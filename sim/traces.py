@@ -29,6 +29,7 @@ a served request always runs a prefill and emits at least one token.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import functools
 import gzip
@@ -36,6 +37,7 @@ import io
 import json
 import math
 import re
+import zlib
 from array import array
 from dataclasses import dataclass
 from importlib import resources
@@ -107,6 +109,8 @@ BUNDLED: dict[str, tuple[str, str, str]] = {
 }
 
 CHUNK_ROWS = 1_000_000   # CSV rows parsed per pandas chunk: bounds the memory spent on text
+MAX_TOKENS = 2**31 - 1   # a larger token count is a corrupt field (and would overflow sums of counts)
+MAX_TIME_S = 9.2e9       # arrivals are int64 nanoseconds: |t| must stay below ~292 years
 _UINT = re.compile(r"\s*\d+\s*")
 Opener = Callable[[], IO[bytes]]
 
@@ -124,14 +128,45 @@ class _Columns:
 
 # --------------------------------------------------------------------------- opening files
 
-def _text(opener: Opener) -> IO[str]:
-    """Open as UTF-8 text, gunzipping when the file starts with the gzip magic bytes."""
+def _binary(opener: Opener) -> IO[bytes]:
+    """Open as bytes, gunzipping when the file starts with the gzip magic bytes."""
     raw = io.BufferedReader(opener())
-    stream = gzip.GzipFile(fileobj=raw) if raw.peek(2)[:2] == b"\x1f\x8b" else raw
-    return io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    return gzip.GzipFile(fileobj=raw) if raw.peek(2)[:2] == b"\x1f\x8b" else raw
 
 
-_DECODE_ERRORS = (OSError, EOFError, UnicodeDecodeError)
+def _text(opener: Opener) -> IO[str]:
+    """Open as UTF-8 text (a UTF-8 byte-order mark is dropped), gunzipping gzip files."""
+    return io.TextIOWrapper(_binary(opener), encoding="utf-8-sig", newline="")
+
+
+_GZIP_ERRORS = (OSError, EOFError, zlib.error)
+_DECODE_ERRORS = (*_GZIP_ERRORS, UnicodeDecodeError)
+
+
+def _unreadable(opener: Opener, name: str, error: Exception) -> WorkloadError:
+    """Where a file stops being (gzipped) UTF-8 text: the line of the first bad byte, or the line
+    the gzip stream breaks in, found by reading the bytes again."""
+    lines = 0
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    try:
+        with _binary(opener) as stream:
+            while chunk := stream.read(1 << 16):
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as e:
+                    line = lines + e.object[:e.start].count(b"\n") + 1
+                    utf16 = " (it starts with a UTF-16 byte-order mark)" if e.object[:2] in (b"\xff\xfe", b"\xfe\xff") \
+                        and lines == 0 else ""
+                    return WorkloadError(f"{name} line {line}: not UTF-8 text{utf16}: byte 0x{e.object[e.start]:02x} "
+                                         "cannot be decoded; save the file as UTF-8")
+                lines += chunk.count(b"\n")
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return WorkloadError(f"{name} line {lines + 1}: not UTF-8 text: the file ends inside a multi-byte character")
+    except _GZIP_ERRORS as e:
+        return WorkloadError(f"{name} line {lines + 1}: the gzip stream breaks after {lines} lines ({e}); the file is "
+                             "truncated or corrupt")
+    return WorkloadError(f"{name} line {lines + 1}: cannot read as (gzipped) UTF-8 text: {error}")
 
 
 # --------------------------------------------------------------------------- field checks
@@ -142,28 +177,41 @@ def _expected(fmt: TraceFormat, field: str) -> str:
                 "s": "expected a number of seconds", "ms": "expected a number of milliseconds"}[fmt.time_unit]
     if field == fmt.hashes:
         return "expected a list of integer block hashes"
-    return "expected a non-negative integer"
+    return f"expected a non-negative integer up to {MAX_TOKENS}"
+
+
+def _seconds_ok(value: float | int, fmt: TraceFormat) -> bool:
+    """A finite arrival time that int64 nanoseconds can hold."""
+    try:
+        value = float(value)
+    except OverflowError:   # an int beyond float's range
+        return False
+    return math.isfinite(value) and abs(value) * (1e-3 if fmt.time_unit == "ms" else 1.0) <= MAX_TIME_S
 
 
 def _bad_field(fmt: TraceFormat, field: str, value: str) -> bool:
     """Whether a CSV cell cannot be parsed as this format's field (the slow, exact check)."""
     if field == fmt.time and fmt.time_unit == "datetime":
-        try:
-            return bool(pd.isna(pd.to_datetime(value, format="ISO8601", utc=True)))
+        try:   # as a Series, as the fast path parses it (the scalar parser is laxer)
+            return bool(pd.to_datetime(pd.Series([value]), format="ISO8601", utc=True).isna().any())
         except (ValueError, OverflowError):
             return True
     if field == fmt.time:
         try:
-            return not math.isfinite(float(value))
+            return not _seconds_ok(value, fmt)
         except ValueError:
             return True
     if field in (fmt.prompt, fmt.output):
-        return not _UINT.fullmatch(value)
+        return not _UINT.fullmatch(value) or int(value) > MAX_TOKENS
     return False
 
 
 def _check_header(fmt: TraceFormat, header: list[str], name: str, line: int) -> None:
     found = ",".join(header)
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:
+        raise WorkloadError(f"{name} line {line}: duplicate column(s) {', '.join(map(repr, twice))} in the header "
+                            f"'{found}'; each column may appear once")
     missing = [c for c in fmt.required if c not in header]
     if missing:
         raise WorkloadError(f"{name} line {line}: header lacks field(s) {', '.join(map(repr, missing))}; "
@@ -177,18 +225,27 @@ def _check_header(fmt: TraceFormat, header: list[str], name: str, line: int) -> 
 
 # --------------------------------------------------------------------------- CSV
 
-def _csv_rows(opener: Opener) -> Iterator[tuple[int, list[str]]]:
-    """(physical line number, fields) of every non-blank CSV row, numbers as in an editor."""
+def _csv_rows(opener: Opener, name: str) -> Iterator[tuple[int, int, list[str]]]:
+    """(first and last physical line, fields) of every non-blank CSV record, numbered as in an
+    editor (a quoted field may span lines)."""
     with _text(opener) as f:
         reader = csv.reader(f)
-        for row in reader:
+        last = 0
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                raise WorkloadError(f"{name} line {last + 1}: not a readable CSV line ({e})") from None
+            first, last = last + 1, reader.line_num
             if any(cell.strip() for cell in row):
-                yield reader.line_num, [cell.strip() for cell in row]
+                yield first, last, [cell.strip() for cell in row]
 
 
 def _csv_header(fmt: TraceFormat, opener: Opener, name: str) -> int:
     """Check the header row; return its line number."""
-    for line, header in _csv_rows(opener):
+    for line, _, header in _csv_rows(opener, name):
         _check_header(fmt, header, name, line)
         return line
     raise WorkloadError(f"{name} line 1: file is empty, expected the header '{','.join(fmt.required)}' "
@@ -197,14 +254,15 @@ def _csv_header(fmt: TraceFormat, opener: Opener, name: str) -> int:
 
 def _locate_csv_error(fmt: TraceFormat, opener: Opener, name: str) -> WorkloadError | None:
     """Scan line by line for the first problem the fast parser tripped on; None if none."""
-    rows = _csv_rows(opener)
-    _, header = next(rows)
-    for line, row in rows:
+    rows = _csv_rows(opener, name)
+    _, _, header = next(rows)
+    for line, last, row in rows:
         if len(row) != len(header):
             what = (f"field '{header[len(row)]}' is missing" if len(row) < len(header)
                     else f"extra field(s) after '{header[-1]}'")
+            spans = f" (a quoted field runs on to line {last}: is a quote left open?)" if last > line else ""
             return WorkloadError(f"{name} line {line}: {what}; found {len(row)} fields, expected "
-                                 f"{len(header)} ({','.join(header)})")
+                                 f"{len(header)} ({','.join(header)}){spans}")
         for field in fmt.required:
             value = row[header.index(field)]
             if _bad_field(fmt, field, value):
@@ -220,8 +278,8 @@ def _time_ns(fmt: TraceFormat, values: pd.Series) -> np.ndarray:
             raise ValueError("missing timestamp")
         return stamps.dt.as_unit("ns").to_numpy(np.int64)
     seconds = values.to_numpy(np.float64) * (1e-3 if fmt.time_unit == "ms" else 1.0)
-    if not np.isfinite(seconds).all():
-        raise ValueError("non-finite time")
+    if not (np.abs(seconds) <= MAX_TIME_S).all():   # also false for NaN
+        raise ValueError("non-finite or out-of-range time")
     return np.rint(seconds * 1e9).astype(np.int64)
 
 
@@ -236,15 +294,15 @@ def _read_csv(fmt: TraceFormat, opener: Opener, name: str, chunk_rows: int) -> _
                                      skipinitialspace=True, chunksize=chunk_rows):
                 chunk.columns = [c.strip() for c in chunk.columns]
                 tokens = chunk[[fmt.prompt, fmt.output]].to_numpy(np.int64)
-                if (tokens < 0).any():
-                    raise ValueError("negative token count")
+                if (tokens < 0).any() or (tokens > MAX_TOKENS).any():
+                    raise ValueError("token count out of range")
                 if fmt.time:
                     times.append(_time_ns(fmt, chunk[fmt.time]))
                 prompts.append(tokens[:, 0])
                 outputs.append(tokens[:, 1])
     except _DECODE_ERRORS:
         raise   # read_trace words it
-    except (ValueError, TypeError, pd.errors.ParserError) as e:  # find the exact line; pandas' words last
+    except (ValueError, TypeError, OverflowError, pd.errors.ParserError) as e:  # find the exact line; pandas' last
         raise _locate_csv_error(fmt, opener, name) or WorkloadError(f"{name}: cannot parse: {e}") from None
     if not prompts or sum(len(p) for p in prompts) == 0:
         raise WorkloadError(f"{name} line {header_line}: header only, the file has no requests")
@@ -255,16 +313,16 @@ def _read_csv(fmt: TraceFormat, opener: Opener, name: str, chunk_rows: int) -> _
 # --------------------------------------------------------------------------- JSONL
 
 def _json_count(value, name: str, line: int, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise WorkloadError(f"{name} line {line}: field '{field}' is {json.dumps(value)}, "
-                            "expected a non-negative integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS:
+        raise WorkloadError(f"{name} line {line}: field '{field}' is {json.dumps(value)[:60]}, "
+                            f"expected a non-negative integer up to {MAX_TOKENS}")
     return value
 
 
 def _json_time_ns(fmt: TraceFormat, value, name: str, line: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise WorkloadError(f"{name} line {line}: field '{fmt.time}' is {json.dumps(value)}, "
-                            f"{_expected(fmt, fmt.time)}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _seconds_ok(value, fmt):
+        raise WorkloadError(f"{name} line {line}: field '{fmt.time}' is {json.dumps(value)[:60]}, "
+                            f"{_expected(fmt, fmt.time)} within ±{MAX_TIME_S:.2g} s")
     return round(value * (1_000_000 if fmt.time_unit == "ms" else 1_000_000_000))
 
 
@@ -282,6 +340,8 @@ def _read_jsonl(fmt: TraceFormat, opener: Opener, name: str) -> _Columns:
                 row = json.loads(text)
             except json.JSONDecodeError as e:
                 raise WorkloadError(f"{name} line {line}: not valid JSON ({e.msg} at column {e.colno})") from None
+            except (ValueError, RecursionError) as e:   # a number of > 4300 digits; nesting deeper than ~1000
+                raise WorkloadError(f"{name} line {line}: not a JSON line this reader takes ({e})") from None
             if not isinstance(row, dict):
                 raise WorkloadError(f"{name} line {line}: expected a JSON object with fields "
                                     f"{', '.join(fmt.required)}, found {type(row).__name__}")
@@ -353,10 +413,8 @@ def read_trace(opener: Opener, name: str, fmt_name: str, label: str, chunk_rows:
     try:
         cols = (_read_csv(fmt, opener, name, chunk_rows) if fmt.container == "csv"
                 else _read_jsonl(fmt, opener, name))
-    except csv.Error as e:
-        raise WorkloadError(f"{name}: not a readable CSV file: {e}") from e
     except _DECODE_ERRORS as e:
-        raise WorkloadError(f"{name}: cannot read as (gzipped) UTF-8 text: {e}") from e
+        raise _unreadable(opener, name, e) from None
     return _workload(fmt, cols, name, label)
 
 
