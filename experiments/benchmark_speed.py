@@ -1,65 +1,117 @@
-"""Simulator speed: wall time and simulated requests per second on representative runs.
+"""Simulator speed and memory: wall time, CPU time, simulated requests per second and peak memory
+on representative runs, each in a fresh process.
 
-    python -m experiments.benchmark_speed            # all cases
-    python -m experiments.benchmark_speed --quick    # the default run only
+    python -m experiments.benchmark_speed             # default run and the 77k-request case
+    python -m experiments.benchmark_speed --quick     # the default run only
+    python -m experiments.benchmark_speed --million   # also ~1M requests on 256 GPUs (minutes)
 
-Each case composes the same config as `python -m sim <overrides>` and times `sim.run.simulate`
-alone (workload building and output writing excluded). `x real time` is simulated span over
-wall time. Run it on an otherwise idle machine and compare ratios measured in one run.
+Each case composes the same config as `python -m sim <overrides>`; `wall s` and `cpu s` time
+`sim.run.simulate` alone (workload building and output writing excluded), `x real` is simulated
+span over wall time, `peak MB` the process's peak resident memory and `RSS MB` its resident
+memory after the workload was built and after the run. `cold start` times a whole fresh
+process (interpreter, imports, config, a model/hardware pair no other case uses, a 1-minute
+workload, the run) to its first result. Compare ratios measured in one run: on a shared
+machine absolute times move with the load.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
+import resource
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
-from sim.experiment import as_dict, plan
-from sim.run import simulate
-from sim.workload import build_workload
-
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _pools(gpus: int, prefill: int) -> list[str]:
+    return [f"serving.monolithic.instances={gpus}", f"serving.disaggregated.prefill.instances={prefill}",
+            f"serving.disaggregated.decode.instances={gpus - prefill}"]
+
 
 CASES: dict[str, list[str]] = {
     "default (conv 1h, 2 GPUs)": [],
     # four shifted copies of the hour superposed: 77k requests, burstiness kept (issue 5's target case)
-    "conv 1h x4 copies, 32 GPUs": ["workload.copies=4", "serving.monolithic.instances=32",
-                                   "serving.disaggregated.prefill.instances=8",
-                                   "serving.disaggregated.decode.instances=24"],
+    "conv 1h x4 copies, 32 GPUs": ["workload.copies=4", *_pools(32, 8)],
 }
+MILLION = {"conv 1h x52 copies, 256 GPUs": ["workload.copies=52", *_pools(256, 64)]}
+COLD_START = ["model=qwen2.5-7b", "hardware=a100-80gb", "workload.window.duration_s=60"]
 
 
-def run_case(overrides: list[str]) -> list[dict]:
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(overrides: list[str], architecture: str) -> dict:
+    """One architecture of one case, in this process."""
+    from hydra import compose, initialize_config_dir
+
+    from sim.experiment import as_dict, plan
+    from sim.run import simulate
+    from sim.workload import build_workload
+
     with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
         cfg = as_dict(compose(config_name="config", overrides=overrides))
     workload = build_workload(cfg["workload"], cfg["seed"])
-    rows = []
-    for name, spec in plan(cfg).items():
-        result = simulate(spec, workload, cfg["metrics"]["util_bin_s"])
-        steps = int(result.instances["steps"].sum())
-        rows.append({"architecture": name, "gpus": spec.num_gpus, "requests": len(workload),
-                     "steps": steps, "wall_s": result.wall_s, "req_per_s": len(workload) / result.wall_s,
-                     "steps_per_s": steps / result.wall_s, "x_real_time": result.end_s / result.wall_s})
-    return rows
+    spec = plan(cfg)[architecture]
+    rss_before = _rss_mb()
+    cpu = time.process_time()
+    result = simulate(spec, workload, cfg["metrics"]["util_bin_s"])
+    cpu = time.process_time() - cpu
+    steps = int(result.instances["steps"].sum())
+    return {"gpus": spec.num_gpus, "requests": len(workload), "steps": steps, "wall_s": result.wall_s,
+            "cpu_s": cpu, "req_per_s": len(workload) / result.wall_s, "x_real_time": result.end_s / result.wall_s,
+            "rss_before_mb": rss_before, "rss_after_mb": _rss_mb(),
+            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _in_fresh_process(overrides: list[str], architecture: str) -> dict:
+    output = subprocess.run([sys.executable, "-m", "experiments.benchmark_speed", "--child", architecture,
+                             "--", *overrides], check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def cold_start_s() -> float:
+    """Seconds from starting a fresh interpreter to the first result of a small run."""
+    started = time.perf_counter()
+    _in_fresh_process(COLD_START, "monolithic")
+    return time.perf_counter() - started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only the default run")
+    parser.add_argument("--million", action="store_true", help="add the ~1M-request case on 256 GPUs")
+    parser.add_argument("--child", help=argparse.SUPPRESS)   # measure one architecture, print JSON
+    parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.overrides, args.child)))
+        return
     cases = dict(list(CASES.items())[:1]) if args.quick else CASES
-    print(f"python {platform.python_version()} on {platform.machine()}, one process")
-    header = f"{'case':30} {'architecture':14} {'GPUs':>5} {'requests':>9} {'steps':>10} {'wall s':>8} " \
-             f"{'req/s':>8} {'steps/s':>9} {'x real':>8}"
+    if args.million:
+        cases = {**cases, **MILLION}
+    print(f"python {platform.python_version()} on {platform.machine()}, one process per run")
+    header = (f"{'case':30} {'architecture':14} {'GPUs':>5} {'requests':>9} {'steps':>10} {'wall s':>7} "
+              f"{'cpu s':>7} {'req/s':>7} {'x real':>7} {'RSS MB':>13} {'peak MB':>8}")
     print(header)
     print("-" * len(header))
     for case, overrides in cases.items():
-        for row in run_case(overrides):
-            print(f"{case:30} {row['architecture']:14} {row['gpus']:>5} {row['requests']:>9} {row['steps']:>10} "
-                  f"{row['wall_s']:>8.1f} {row['req_per_s']:>8.0f} {row['steps_per_s']:>9.0f} "
-                  f"{row['x_real_time']:>8.0f}", flush=True)
+        for architecture in ("monolithic", "disaggregated"):
+            row = _in_fresh_process(overrides, architecture)
+            rss = f"{row['rss_before_mb']:.0f} -> {row['rss_after_mb']:.0f}"
+            print(f"{case:30} {architecture:14} {row['gpus']:>5} {row['requests']:>9} {row['steps']:>10} "
+                  f"{row['wall_s']:>7.1f} {row['cpu_s']:>7.1f} {row['req_per_s']:>7.0f} {row['x_real_time']:>7.0f} "
+                  f"{rss:>13} {row['peak_mb']:>8.0f}", flush=True)
+    print(f"cold start ({' '.join(COLD_START)}, fresh process to first result): {cold_start_s():.1f} s")
 
 
 if __name__ == "__main__":

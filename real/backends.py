@@ -1,7 +1,7 @@
 """What the router and proxy know about each vLLM server, shaped so that the simulator's own
 routing policies (`sim.router.Router`) pick among real servers exactly as among simulated ones.
 
-`sim.router.Router` reads `up`, `outstanding`, `kv_usage()`, `pending_tokens()` and
+`sim.router.Router` reads `up`, `outstanding`, `kv_usage()`, `kv_usage_floor()`, `pending_tokens()` and
 `prefix_cache` of an engine; `Backend` supplies them from what the gateway sees (requests it
 sent and has not seen finish, prompt tokens of those not yet answered) and from the server's
 own `/metrics` (`vllm:kv_cache_usage_perc`), which `poll_metrics` refreshes.
@@ -31,6 +31,9 @@ class Backend:
     prefix_cache: None = None     # the gateway does not see vLLM's prefix cache
 
     def kv_usage(self) -> float:
+        return self.kv_usage_perc
+
+    def kv_usage_floor(self) -> float:
         return self.kv_usage_perc
 
     def pending_tokens(self) -> int:

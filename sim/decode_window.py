@@ -84,7 +84,7 @@ def plan_window(step: ScheduledStep, running: list[Sequence], pool: BlockPool, b
         return None
     ends, flops, nbytes = step_model.decode_window(len(step.seqs), sum(contexts), steps)
     ends[0] += now
-    np.cumsum(ends, out=ends)   # sequential, like now += delay: ends[j] = ends[j - 1] + time of step j
+    np.add.accumulate(ends, out=ends)   # sequential, like now += delay: ends[j] = ends[j - 1] + time of step j
     return DecodeWindow(list(step.seqs), contexts, now, ends, flops, nbytes, held, block_size)
 
 

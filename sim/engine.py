@@ -148,6 +148,10 @@ class Engine:
             used += self._window.blocks_allocated_by(self.env.now)
         return used / self.kv.capacity
 
+    def kv_usage_floor(self) -> float:
+        """A cheap lower bound of `kv_usage()`: the blocks held outside a window in progress."""
+        return self.kv.used / self.kv.capacity
+
     def pending_tokens(self) -> int:
         """Tokens still to compute for the sequences queued or running here (a decode counts one)."""
         queues = (self.scheduler.waiting, self.scheduler.ready, self.scheduler.running)

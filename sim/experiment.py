@@ -14,7 +14,6 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from sim import plots
 from sim.catalog import gpu_from_config, link_from_config, model_from_config
 from sim.config import ClusterSpec, ConfigError, cluster_spec
 from sim.faults import fault_plan
@@ -108,6 +107,8 @@ def write_outputs(out_dir: Path, cfg: Mapping[str, Any], workload_source: str, s
                 "runs": summaries, "config": cfg}
     (out_dir / "summary.json").write_text(json.dumps(document, indent=2, default=float))
     if plot:
+        from sim import plots   # matplotlib takes ~1 s to import: only runs that plot pay for it
+
         plots.latency_cdfs({n: r.requests for n, r in results.items()}, {n: r.itl for n, r in results.items()},
                            out_dir)
         plots.utilisation_over_time({n: r.utilisation for n, r in results.items()}, out_dir)

@@ -42,8 +42,25 @@ class Router:
         if self.policy == "least_outstanding":
             return min(up, key=lambda e: e.outstanding)
         if self.policy == "least_kv":
-            return min(up, key=lambda e: (e.kv_usage(), e.outstanding))
+            return _least_kv(up)
         return min(up, key=lambda e: (_uncached_tokens(e, request) + e.pending_tokens(), e.outstanding))
+
+
+def _least_kv(engines: list[Engine]) -> Engine:
+    """min(engines, key=(kv_usage, outstanding)), first in list order on a tie, evaluating
+    `kv_usage` (which counts a decode window's allocations so far: not free) only where it can
+    win: `kv_usage_floor` bounds it from below, so once that bound exceeds the best usage
+    found, no engine further in bound order can beat it."""
+    bounds = sorted((e.kv_usage_floor(), i) for i, e in enumerate(engines))
+    best, best_key = None, None
+    for bound, i in bounds:
+        if best_key is not None and bound > best_key[0]:
+            break
+        engine = engines[i]
+        key = (engine.kv_usage(), engine.outstanding, i)
+        if best_key is None or key < best_key:
+            best, best_key = engine, key
+    return best
 
 
 def _uncached_tokens(engine: Engine, request: Request) -> int:
