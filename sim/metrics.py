@@ -81,24 +81,29 @@ def summarize(spec: ClusterSpec, requests: pd.DataFrame, itl: Distribution | np.
         "itl_p99_s": itl.quantile(0.99),
         "e2e_p50_s": _pct(completed["e2e_s"], 50),
         "e2e_p99_s": _pct(completed["e2e_s"], 99),
-        "output_tokens_per_s": output_tokens / span_s,
-        "output_tokens_per_s_per_gpu": output_tokens / span_s / spec.num_gpus,
-        "ttft_attainment": float((completed["ttft_s"] <= slo.ttft_s).sum() / len(requests)),
-        "tpot_attainment": float((completed["tpot_s"].isna() | (completed["tpot_s"] <= slo.tpot_s)).sum()
-                                 / len(requests)),
-        "slo_attainment": float(meets.mean()),
-        "meets_slo_target": bool(meets.mean() >= slo.attainment_target),
-        "goodput_rps": float(meets.sum() / span_s),
+        "output_tokens_per_s": _ratio(output_tokens, span_s),
+        "output_tokens_per_s_per_gpu": _ratio(output_tokens, span_s * spec.num_gpus),
+        "ttft_attainment": _ratio((completed["ttft_s"] <= slo.ttft_s).sum(), len(requests)),
+        "tpot_attainment": _ratio((completed["tpot_s"].isna() | (completed["tpot_s"] <= slo.tpot_s)).sum(),
+                                  len(requests)),
+        "slo_attainment": _ratio(meets.sum(), len(requests)),
+        "meets_slo_target": bool(len(requests) and meets.mean() >= slo.attainment_target),
+        "goodput_rps": _ratio(meets.sum(), span_s),
         "preemptions": int(requests["num_preemptions"].sum()),
         "prefix_hit_rate": float(completed["cached_prompt_tokens"].sum() / max(1, completed["prompt_tokens"].sum())),
         "kv_transferred_gb": float(requests["kv_bytes_transferred"].sum() / 1e9),
         "cost_per_hour": spec.cost_per_hour,
-        "cost_per_million_output_tokens": spec.cost_per_hour * span_s / 3600.0 / (output_tokens / 1e6),
+        "cost_per_million_output_tokens": _ratio(spec.cost_per_hour * span_s / 3600.0, output_tokens / 1e6),
         "gpu_hours": gpu_hours,
     }
     if utilisation is not None:
         out |= utilisation_means(spec, utilisation, span_s)
     return out
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, NaN where the denominator is 0 or NaN (a run where nothing completed)."""
+    return float(numerator) / float(denominator) if denominator else float("nan")
 
 
 def utilisation_means(spec: ClusterSpec, utilisation: pd.DataFrame, span_s: float) -> dict[str, float]:
@@ -110,14 +115,14 @@ def utilisation_means(spec: ClusterSpec, utilisation: pd.DataFrame, span_s: floa
         pool_peak_flops = pool.gpu.peak_flops * pool.num_gpus * span_s
         pool_peak_bytes = pool.gpu.memory_bandwidth * pool.num_gpus * span_s
         if len(spec.pools) > 1:
-            out[f"{pool.role}_compute_util"] = float(rows["flops"].sum() / pool_peak_flops)
-            out[f"{pool.role}_memory_util"] = float(rows["bytes"].sum() / pool_peak_bytes)
+            out[f"{pool.role}_compute_util"] = _ratio(rows["flops"].sum(), pool_peak_flops)
+            out[f"{pool.role}_memory_util"] = _ratio(rows["bytes"].sum(), pool_peak_bytes)
         peak_flops += pool_peak_flops
         peak_bytes += pool_peak_bytes
         flops += rows["flops"].sum()
         nbytes += rows["bytes"].sum()
-    out["compute_util"] = float(flops / peak_flops)
-    out["memory_util"] = float(nbytes / peak_bytes)
+    out["compute_util"] = _ratio(flops, peak_flops)
+    out["memory_util"] = _ratio(nbytes, peak_bytes)
     return out
 
 
