@@ -166,7 +166,7 @@ class Cluster:
         """Each sequence emitted a token at every one of `times` after its token at times[0]."""
         gaps = times[1:] - times[:-1]
         self.itl.add_many(gaps, len(seqs))
-        longest = float(gaps.max())
+        longest = float(np.maximum.reduce(gaps))
         last = float(times[-1])
         extra = len(gaps)
         for seq in seqs:

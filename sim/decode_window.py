@@ -49,11 +49,11 @@ class DecodeWindow:
     def steps_done_by(self, now: float) -> int:
         """Steps completed when the step in progress at `now` ends (an outside event at the
         instant a step ends is seen by the schedule then: step ends come last in their instant)."""
-        return int(np.searchsorted(self.ends, now, side="left")) + 1
+        return int(self.ends.searchsorted(now, side="left")) + 1
 
     def steps_done_before(self, now: float) -> int:
         """Steps that ended before `now` (a failure at `now` loses the step in progress)."""
-        return int(np.searchsorted(self.ends, now, side="left"))
+        return int(self.ends.searchsorted(now, side="left"))
 
     def blocks_allocated_by(self, now: float) -> int:
         """Blocks the window's later steps have allocated by `now` (one allocation per step start)."""
