@@ -11,24 +11,40 @@ lowest instance id, so routing is deterministic.
 
 from __future__ import annotations
 
+from typing import Generic, Protocol, TypeVar
 from typing import Sequence as Seq
 
-from sim.engine import Engine
-
+from sim.prefix_cache import PrefixCache
 from sim.request import Request
 
 POLICIES = ("round_robin", "least_outstanding", "least_kv", "prefix_aware")
 
 
-class Router:
-    def __init__(self, policy: str, engines: Seq[Engine]):
+class Routable(Protocol):
+    """What a policy reads of an instance: a simulated `sim.engine.Engine` or a real server's
+    `real.backends.Backend`."""
+
+    up: bool                          # takes requests
+    outstanding: int                  # requests submitted and not finished
+    prefix_cache: PrefixCache | None  # None where the router cannot see one
+
+    def kv_usage(self) -> float: ...          # share of KV blocks in use now
+    def kv_usage_floor(self) -> float: ...    # a cheap lower bound of kv_usage()
+    def pending_tokens(self) -> int: ...      # tokens queued or running, still to compute
+
+
+Instance = TypeVar("Instance", bound=Routable)
+
+
+class Router(Generic[Instance]):
+    def __init__(self, policy: str, engines: Seq[Instance]):
         if policy not in POLICIES:
             raise ValueError(f"unknown router policy {policy!r}; choose one of {POLICIES}")
         self.policy = policy
         self.engines = list(engines)
         self._next = 0
 
-    def pick(self, request: Request) -> Engine | None:
+    def pick(self, request: Request) -> Instance | None:
         """An instance that is up for `request`, or None when all are down."""
         up = [e for e in self.engines if e.up]
         if not up:
@@ -46,7 +62,7 @@ class Router:
         return min(up, key=lambda e: (_uncached_tokens(e, request) + e.pending_tokens(), e.outstanding))
 
 
-def _least_kv(engines: list[Engine]) -> Engine:
+def _least_kv(engines: list[Instance]) -> Instance:
     """min(engines, key=(kv_usage, outstanding)), first in list order on a tie, evaluating
     `kv_usage` (which counts a decode window's allocations so far: not free) only where it can
     win: `kv_usage_floor` bounds it from below, so once that bound exceeds the best usage
@@ -63,7 +79,7 @@ def _least_kv(engines: list[Engine]) -> Engine:
     return best
 
 
-def _uncached_tokens(engine: Engine, request: Request) -> int:
+def _uncached_tokens(engine: Routable, request: Request) -> int:
     if engine.prefix_cache is None or not request.prefix_hashes:
         return request.prompt_tokens
     return request.prompt_tokens - engine.prefix_cache.cached_tokens(request.prefix_hashes, request.prompt_tokens)
