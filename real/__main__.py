@@ -1,4 +1,4 @@
-"""`python -m real deploy|replay|run [hydra overrides]`: the real vLLM deployments, from the
+"""`python -m real deploy|replay|run|profile [hydra overrides]`: the real vLLM deployments, from the
 simulator's configs (configs/deploy.yaml = configs/config.yaml + real/cpu + the tiny model).
 
 * `deploy`: start the configured architecture (serving=monolithic|disaggregated) and keep it
@@ -7,6 +7,9 @@ simulator's configs (configs/deploy.yaml = configs/config.yaml + real/cpu + the 
   default the local one) and write the tables.
 * `run`: deploy, replay, tear down, for each architecture asked (serving=compare: both, one
   after the other on the same cores), then print them side by side.
+* `profile`: measure step times through vLLM's engine and the KV hand-off through the
+  connector on this machine, and write a calibration file (`real/profile.py`) for
+  `python -m sim.calibrate`.
 
 Outputs go to Hydra's run directory: requests_<arch>.parquet (the simulator's per-request
 table), tokens_<arch>.parquet (every token's arrival), summary.json, logs/ of every process.
@@ -34,7 +37,7 @@ from sim.experiment import as_dict
 from sim.report import format_table
 from sim.workload import WorkloadError
 
-COMMANDS = ("deploy", "replay", "run")
+COMMANDS = ("deploy", "replay", "run", "profile")
 _command: list[str] = []   # the sub-command, taken off the command line before Hydra parses it
 
 
@@ -100,6 +103,9 @@ def main(cfg: DictConfig) -> None:
     try:
         if command == "deploy":
             deploy(config, out_dir)
+        elif command == "profile":
+            from real.profile import profile
+            profile(config, out_dir, "python -m real profile " + " ".join(HydraConfig.get().overrides.task))
         elif command == "replay":
             report([measure(config, _default_url(config))], out_dir, config)
         else:

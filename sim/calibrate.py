@@ -1,11 +1,13 @@
-"""`python -m sim.calibrate <calibration file> --name <name> [--holdout 0.2] [--seed 0]`
+"""`python -m sim.calibrate <file> --name <name> [--holdout 0.2] [--seed 0] [--seq-overhead] [--fit-kinds K,...]
+[--hold-out-source TEXT]`
 
 Fits the step-time model of the file's hardware to its points (`sim.fit`), prints every
 point's measured and predicted time, and writes the named calibration
 configs/calibration/<name>.yaml. A hardware entry uses it with `calibration: <name>`.
 
 The named calibration holds the same keys as a hardware entry (`efficiency`,
-`allreduce_latency_s`, `step_overhead_s`, see `sim.catalog.CALIBRATED`) plus where they come
+`allreduce_latency_s`, `step_overhead_s`, and `seq_overhead_s` when `--seq-overhead` fits the host
+cost per sampled sequence; see `sim.catalog.CALIBRATED`) plus where they come
 from: the calibration file and its metadata, the date of the fit, which parameters the
 points determined (the others keep the hardware entry's inline values), the error on the
 fitted and the held-out points, and the error of the inline values on the same points.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,8 +26,8 @@ import yaml
 
 from sim.calibration import Point, read_calibration_file
 from sim.catalog import CONFIG_DIR, GPUSpec, ModelSpec, gpu_from_config, load_config, model_from_config
-from sim.fit import (EFFICIENCIES, FitResult, fit, fit_links, holdout_mask, predict, relative_errors, summarise,
-                     with_parameters)
+from sim.fit import (EFFICIENCIES, PARAMETERS, SEQ_OVERHEAD, FitResult, fit, fit_links, holdout_mask, predict,
+                     relative_errors, summarise, with_parameters)
 
 
 def inline_gpu(hardware: str) -> GPUSpec:
@@ -57,6 +60,7 @@ def calibration_record(name: str, hardware: str, source: dict[str, Any], points:
         "efficiency": {key: values[key] for key in EFFICIENCIES},
         "allreduce_latency_s": values["allreduce_latency_s"],
         "step_overhead_s": values["step_overhead_s"],
+        **({SEQ_OVERHEAD: values[SEQ_OVERHEAD]} if SEQ_OVERHEAD in values else {}),
         "fitted_parameters": list(result.free),
         "error": error_report(points, predict(points, with_parameters(prior, values), models), result),
         "error_with_inline_values": error_report(points, predict(points, prior, models), result),
@@ -97,7 +101,8 @@ def point_table(points: Sequence[Point], result: FitResult) -> str:
 def summary_lines(record: dict[str, Any]) -> str:
     lines = [f"fitted {record['fitted_parameters']}: efficiency {record['efficiency']}, "
              f"allreduce_latency_s {record['allreduce_latency_s']:.3g}, "
-             f"step_overhead_s {record['step_overhead_s']:.3g}"]
+             f"step_overhead_s {record['step_overhead_s']:.3g}"
+             + (f", seq_overhead_s {record[SEQ_OVERHEAD]:.3g}" if SEQ_OVERHEAD in record else "")]
     for label, key in (("calibrated", "error"), ("inline values", "error_with_inline_values")):
         for role, s in record[key].items():
             if s:
@@ -115,16 +120,32 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--name", required=True, help="writes configs/calibration/<name>.yaml")
     parser.add_argument("--holdout", type=float, default=0.0, help="fraction of points held out of the fit")
     parser.add_argument("--seed", type=int, default=0, help="seed of the held-out draw")
+    parser.add_argument("--seq-overhead", action="store_true",
+                        help="also fit seq_overhead_s, the host seconds per sequence sampled in a step")
+    parser.add_argument("--fit-kinds", default=None,
+                        help="comma-separated point kinds to fit (e.g. prefill,decode,mixed); points of other "
+                             "kinds are held out and reported. Default: every kind")
+    parser.add_argument("--hold-out-source", default=None,
+                        help="hold out the points whose source contains this text (e.g. 'engine decode')")
     parser.add_argument("--out-dir", type=Path, default=CONFIG_DIR / "calibration")
     args = parser.parse_args(argv)
 
     calibration = read_calibration_file(args.file)
     points = calibration.points
     prior, models = inline_gpu(calibration.hardware), models_of(points)
-    result = fit(points, prior, models, holdout_mask(len(points), args.holdout, args.seed))
+    names = PARAMETERS + ((SEQ_OVERHEAD,) if args.seq_overhead else ())
+    held = holdout_mask(len(points), args.holdout, args.seed)
+    if args.fit_kinds:
+        kinds = set(args.fit_kinds.split(","))
+        held |= np.array([p.kind not in kinds for p in points])
+    if args.hold_out_source:
+        held |= np.array([args.hold_out_source in (p.source or "") for p in points])
+    result = fit(points, prior, models, held, names)
     print(point_table(points, result))
     source = {"file": str(args.file), "metadata": calibration.metadata,
-              "holdout": {"fraction": args.holdout, "seed": args.seed}}
+              "holdout": {"fraction": args.holdout, "seed": args.seed, "fit_kinds": args.fit_kinds,
+                          "source_held_out": args.hold_out_source},
+              "command": " ".join(["python -m sim.calibrate", *(sys.argv[1:] if argv is None else argv)])}
     record = calibration_record(args.name, calibration.hardware, source, points, result, prior, models)
     print(summary_lines(record))
     path = write_named_calibration(record, args.out_dir)

@@ -12,6 +12,8 @@ One JSON file (UTF-8), written by `python -m real profile`, `experiments/profile
         "vllm_version": "0.32.0",      # optional (null when not measured through vLLM)
         "torch_version": "2.13.0",     # optional
         "source": "python -m real profile ..."   # optional: how the points were obtained
+        ...                            # other keys are kept as they are (`python -m real profile` adds the
+                                       # CPU, the peaks it measured, the proxy hop, how steps were timed)
       },
       "points": [ {point}, ... ]
     }
@@ -23,7 +25,9 @@ A point is one measured step, kernel class or transfer:
                 linear                    the linear layers of that step only (all layers, lm_head for the
                                           sampled sequences)
                 attention                 the attention of that step only (all layers)
-                overhead                  the host overhead of one step (scheduling, sampling, input prep)
+                overhead                  the host overhead of one step (scheduling, sampling, input prep;
+                                          `python -m real profile`: the step minus the model's forward and
+                                          lm_head, which leaves out the eager-mode dispatch inside the forward)
                 allreduce                 one all-reduce of `bytes` over `tp` GPUs
                 transfer                  one copy of `bytes` over `link` (a KV hand-off, a device copy)
     time_s    required, > 0: measured seconds (a median over repeats, preferably)

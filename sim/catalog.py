@@ -115,6 +115,7 @@ class GPUSpec:
     efficiency: Efficiency
     allreduce_latency_s: float
     step_overhead_s: float
+    seq_overhead_s: float = 0.0   # host seconds per sequence sampled in a step (0: not modelled)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +149,7 @@ def model_from_config(cfg: Mapping[str, Any]) -> ModelSpec:
 
 
 # What a named calibration sets in a hardware entry (same keys, same layout).
-CALIBRATED = ("efficiency", "allreduce_latency_s", "step_overhead_s")
+CALIBRATED = ("efficiency", "allreduce_latency_s", "step_overhead_s", "seq_overhead_s")
 
 
 def load_config(group: str, name: str) -> dict[str, Any]:
@@ -168,7 +169,7 @@ def gpu_from_config(cfg: Mapping[str, Any]) -> GPUSpec:
         if fitted.get("hardware") != cfg["name"]:
             raise ValueError(f"hardware {cfg['name']!r} names calibration {cfg['calibration']!r}, "
                              f"which was fitted for {fitted.get('hardware')!r}")
-        cfg = {**cfg, **{key: fitted[key] for key in CALIBRATED}}
+        cfg = {**cfg, **{key: fitted[key] for key in CALIBRATED if key in fitted}}
     values = _fields(GPUSpec, cfg)
     values["efficiency"] = Efficiency(**_fields(Efficiency, cfg["efficiency"]))
     return GPUSpec(**values)

@@ -2,7 +2,8 @@
 
 The fitted quantities are the physical ones the model already has (`sim.step_time`):
 `Efficiency.gemm`, `.attention`, `.memory`, `.nvlink` (fractions of datasheet peaks, in (0, 1])
-and `GPUSpec.allreduce_latency_s`, `.step_overhead_s` (seconds, >= 0). The fit minimises the sum
+and `GPUSpec.allreduce_latency_s`, `.step_overhead_s` (seconds, >= 0), `.seq_overhead_s` (seconds
+per sampled sequence, >= 0). The fit minimises the sum
 of squared relative errors (predicted / measured - 1) with scipy's bounded least squares.
 
 A parameter that no point depends on (no attention points, no TP > 1, no whole steps) keeps
@@ -28,10 +29,13 @@ from sim.step_time import StepTimeModel
 
 EFFICIENCIES = ("gemm", "attention", "memory", "nvlink")
 LATENCIES = ("allreduce_latency_s", "step_overhead_s")
+# Fitted only when asked (`fit(..., parameters=PARAMETERS + (SEQ_OVERHEAD,))`): a host cost per sampled
+# sequence, which a GPU profile of kernels does not contain but a CPU server's steps do.
+SEQ_OVERHEAD = "seq_overhead_s"
 PARAMETERS = EFFICIENCIES + LATENCIES
 # Units the optimiser works in, so that every variable is of order one.
 _SCALE = {"gemm": 1.0, "attention": 1.0, "memory": 1.0, "nvlink": 1.0,
-          "allreduce_latency_s": 1e-6, "step_overhead_s": 1e-3}
+          "allreduce_latency_s": 1e-6, "step_overhead_s": 1e-3, "seq_overhead_s": 1e-4}
 _MIN_EFFICIENCY = 1e-3   # an efficiency of 0 would make a kernel take forever
 
 
@@ -58,18 +62,22 @@ class ErrorSummary:
                 "p90_abs": round(self.p90_abs, 4), "mean": round(self.mean, 4)}
 
 
-def parameters_of(gpu: GPUSpec) -> dict[str, float]:
+def parameters_of(gpu: GPUSpec, names: Sequence[str] = PARAMETERS) -> dict[str, float]:
+    """The values of `names` (PARAMETERS, optionally SEQ_OVERHEAD) in `gpu`."""
     eff = gpu.efficiency
-    return {"gemm": eff.gemm, "attention": eff.attention, "memory": eff.memory, "nvlink": eff.nvlink,
-            "allreduce_latency_s": gpu.allreduce_latency_s, "step_overhead_s": gpu.step_overhead_s}
+    values = {"gemm": eff.gemm, "attention": eff.attention, "memory": eff.memory, "nvlink": eff.nvlink,
+              "allreduce_latency_s": gpu.allreduce_latency_s, "step_overhead_s": gpu.step_overhead_s,
+              SEQ_OVERHEAD: gpu.seq_overhead_s}
+    return {name: values[name] for name in names}
 
 
 def with_parameters(gpu: GPUSpec, values: Mapping[str, float]) -> GPUSpec:
     """`gpu` with the efficiencies and latencies in `values` (the others unchanged)."""
-    current = parameters_of(gpu) | dict(values)
+    current = parameters_of(gpu, PARAMETERS + (SEQ_OVERHEAD,)) | dict(values)
     return replace(gpu, efficiency=Efficiency(*(float(current[name]) for name in EFFICIENCIES)),
                    allreduce_latency_s=float(current["allreduce_latency_s"]),
-                   step_overhead_s=float(current["step_overhead_s"]))
+                   step_overhead_s=float(current["step_overhead_s"]),
+                   seq_overhead_s=float(current["seq_overhead_s"]))
 
 
 def predict(points: Sequence[Point], gpu: GPUSpec, models: Mapping[str, ModelSpec]) -> np.ndarray:
@@ -119,9 +127,10 @@ def holdout_mask(n: int, fraction: float, seed: int) -> np.ndarray:
 
 
 def fit(points: Sequence[Point], gpu: GPUSpec, models: Mapping[str, ModelSpec],
-        held_out: np.ndarray | None = None) -> FitResult:
+        held_out: np.ndarray | None = None, parameters: Sequence[str] = PARAMETERS) -> FitResult:
     """Least squares on relative error over the points not `held_out` (and not transfers),
-    starting from the hardware config's values in `gpu`."""
+    starting from the hardware config's values in `gpu`; `parameters` are the candidates to fit
+    (add SEQ_OVERHEAD for the per-sequence host cost)."""
     held_out = np.zeros(len(points), dtype=bool) if held_out is None else np.asarray(held_out, dtype=bool)
     modelled = np.array([p.kind != "transfer" for p in points])
     fitted = modelled & ~held_out
@@ -129,8 +138,9 @@ def fit(points: Sequence[Point], gpu: GPUSpec, models: Mapping[str, ModelSpec],
         raise ValueError("no points to fit: every point is held out or a transfer")
     train = [p for p, use in zip(points, fitted) if use]
     measured = np.array([p.time_s for p in train])
-    prior = parameters_of(gpu)
-    free = _influential_parameters(train, gpu, models)
+    parameters = tuple(parameters)
+    prior = parameters_of(gpu, parameters)
+    free = _influential_parameters(train, gpu, models, parameters)
     if free:
         def residuals(x: np.ndarray) -> np.ndarray:
             values = {name: v * _SCALE[name] for name, v in zip(free, x)}
@@ -154,20 +164,20 @@ def _moves_predictions(points: Sequence[Point], gpu: GPUSpec, models: Mapping[st
     return not np.allclose(changed, base, rtol=1e-9, atol=0)
 
 
-def _influential_parameters(points: Sequence[Point], gpu: GPUSpec,
-                            models: Mapping[str, ModelSpec]) -> tuple[str, ...]:
-    """The parameters that some point's prediction depends on anywhere in their range: an
-    efficiency probed at its floor (every kernel of its class then bound by it), a latency raised."""
-    base, prior = predict(points, gpu, models), parameters_of(gpu)
-    probes = {name: _MIN_EFFICIENCY if name in EFFICIENCIES else prior[name] + _SCALE[name] for name in PARAMETERS}
-    return tuple(name for name in PARAMETERS if _moves_predictions(points, gpu, models, name, probes[name], base))
+def _influential_parameters(points: Sequence[Point], gpu: GPUSpec, models: Mapping[str, ModelSpec],
+                            names: Sequence[str]) -> tuple[str, ...]:
+    """Of `names`, the parameters that some point's prediction depends on anywhere in their range:
+    an efficiency probed at its floor (every kernel of its class then bound by it), a latency raised."""
+    base, prior = predict(points, gpu, models), parameters_of(gpu, names)
+    probes = {name: _MIN_EFFICIENCY if name in EFFICIENCIES else prior[name] + _SCALE[name] for name in names}
+    return tuple(name for name in names if _moves_predictions(points, gpu, models, name, probes[name], base))
 
 
 def _determined_parameters(points: Sequence[Point], gpu: GPUSpec, models: Mapping[str, ModelSpec],
                            names: Sequence[str]) -> tuple[str, ...]:
     """Of `names`, those the points pin down at `gpu`'s values: a 5 % change either way moves a
     prediction (an efficiency whose kernels are all bound by the other roofline does not)."""
-    base, values = predict(points, gpu, models), parameters_of(gpu)
+    base, values = predict(points, gpu, models), parameters_of(gpu, names)
     return tuple(name for name in names
                  if any(_moves_predictions(points, gpu, models, name, values[name] * factor, base)
                         for factor in (0.95, 1.05)))

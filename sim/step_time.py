@@ -10,7 +10,10 @@ batch, on one instance of `tp` GPUs:
   every KV byte of the context is read once and every new token's KV is written once;
 * lm_head: logits only for the sequences that sample a token this step;
 * tensor parallelism: two all-reduces of the activations per layer (ring algorithm);
-* a fixed host overhead per step (scheduling, input preparation, sampling).
+* a host overhead per step (scheduling, input preparation): a fixed part per step, and a part
+  per sampled sequence (sampling, output processing, detokenising and streaming each token;
+  `GPUSpec.seq_overhead_s`, 0 unless calibrated: it matters where the forward pass is short, as
+  on a CPU with a tiny model).
 
 Each kernel class takes max(compute time, memory time) with the calibrated efficiencies of
 `Efficiency`; the classes run one after another, so their times add. Activation traffic and
@@ -116,7 +119,7 @@ class StepTimeModel:
         linear_s, linear_flops, weight_bytes = self._linear(batch.tokens, batch.sampled_seqs)
         attention_s, attention_flops, kv_bytes = self._attention(batch.attention_pairs, batch.kv_read_tokens,
                                                                  batch.tokens)
-        time_s = linear_s + attention_s + self._allreduce(batch.tokens) + self.gpu.step_overhead_s
+        time_s = linear_s + attention_s + self._allreduce(batch.tokens) + self._overhead(batch.sampled_seqs)
         return StepCost(time_s, linear_flops + attention_flops, weight_bytes + kv_bytes)
 
     def decode_window(self, seqs: int, context_sum: int, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -129,9 +132,9 @@ class StepTimeModel:
         """
         linear_s, linear_flops, weight_bytes = self._linear(seqs, seqs)
         # A decode is a chunk of 1 token after c cached ones: c + 1 pairs, c + 1 KV tokens read.
-        pairs = context_sum + seqs + seqs * np.arange(steps, dtype=np.int64)
+        pairs = np.arange(context_sum + seqs, context_sum + seqs * (steps + 1), seqs, dtype=np.int64)
         attention_s, attention_flops, kv_bytes = self._attention(pairs, pairs, seqs, maximum=np.maximum)
-        time_s = linear_s + attention_s + self._allreduce(seqs) + self.gpu.step_overhead_s
+        time_s = linear_s + attention_s + self._allreduce(seqs) + self._overhead(seqs)
         return time_s, linear_flops + attention_flops, weight_bytes + kv_bytes
 
     def breakdown(self, batch: BatchShape) -> dict[str, float]:
@@ -140,7 +143,7 @@ class StepTimeModel:
         return {"linear": self._linear(batch.tokens, batch.sampled_seqs)[0],
                 "attention": self._attention(batch.attention_pairs, batch.kv_read_tokens, batch.tokens)[0],
                 "allreduce": self._allreduce(batch.tokens),
-                "overhead": self.gpu.step_overhead_s}
+                "overhead": self._overhead(batch.sampled_seqs)}
 
     def allreduce_time(self, nbytes: float) -> float:
         """One all-reduce of `nbytes` over the instance's GPUs (none without TP)."""
@@ -160,6 +163,10 @@ class StepTimeModel:
         # Every KV token of the context is read, every new one written.
         kv_bytes = self._kv_bytes_per_token * (kv_read_tokens + tokens)
         return maximum(flops / self._attention_flops_per_s, kv_bytes / self._memory_bytes_per_s), flops, kv_bytes
+
+    def _overhead(self, sampled_seqs: int) -> float:
+        """Host seconds of a step: fixed, plus per sequence that samples a token."""
+        return self.gpu.step_overhead_s + self.gpu.seq_overhead_s * sampled_seqs
 
     def _allreduce(self, tokens: int) -> float:
         return self._allreduce_fixed_s + self._allreduce_s_per_token * tokens

@@ -115,3 +115,63 @@ def test_cli_writes_a_calibration_that_a_hardware_entry_loads(tmp_path, monkeypa
     with pytest.raises(ValueError, match="fitted for 'h100-sxm'"):
         gpu_from_config({**load_yaml("hardware", "a100-80gb"), "calibration": "synthetic-h100"})
     assert path.parent == tmp_path / "calibration"
+
+
+CPU_TRUE = {"gemm": 0.09, "attention": 0.2, "memory": 0.6, "step_overhead_s": 3e-3, "seq_overhead_s": 4e-4}
+
+
+def cpu_points(seed: int = 0, noise: float = 0.02) -> list[Point]:
+    """Whole steps of the tiny Llama on one core (cpu-core), timed by the model with CPU_TRUE,
+    a host cost per sampled sequence included; times (1 + noise) lognormal."""
+    from sim.catalog import model_from_config
+
+    shapes = [("prefill", BatchShape.of([(n, 0)] * k, k)) for n in (16, 128, 512, 2048) for k in (1, 4)]
+    shapes += [("prefill", BatchShape.of([(n, 0)] * k, k)) for n in (8, 32) for k in (16, 64)]
+    shapes += [("decode", BatchShape.of([(1, c)] * b, b)) for b in (1, 4, 16, 64) for c in (128, 2048)]
+    shapes += [("mixed", BatchShape.of([(256, 0)] + [(1, 500)] * b, b + 1)) for b in (4, 16)]
+    points = [Point(kind, 1.0, "tiny-llama", 1, batch) for kind, batch in shapes]
+    gpu = with_parameters(gpu_from_config({**load_yaml("hardware", "cpu-core"), "calibration": None}), CPU_TRUE)
+    models = {"tiny-llama": model_from_config(load_yaml("model", "tiny-llama"))}
+    times = predict(points, gpu, models) * np.random.default_rng(seed).lognormal(0.0, noise, len(points))
+    return [Point(p.kind, float(t), p.model, p.tp, p.batch) for p, t in zip(points, times)], models
+
+
+def test_fit_recovers_the_host_cost_per_sampled_sequence():
+    from sim.fit import PARAMETERS, SEQ_OVERHEAD
+
+    points, models = cpu_points()
+    prior = gpu_from_config({**load_yaml("hardware", "cpu-core"), "calibration": None})
+    result = fit(points, prior, models, parameters=PARAMETERS + (SEQ_OVERHEAD,))
+    assert SEQ_OVERHEAD in result.free
+    for name in ("gemm", "step_overhead_s", "seq_overhead_s"):
+        assert result.parameters[name] == pytest.approx(CPU_TRUE[name], rel=0.1), name
+    with_term = np.median(np.abs(relative_errors(result.predicted_s, points)))
+    without = fit(points, prior, models)                  # the same points, no per-sequence term
+    assert SEQ_OVERHEAD not in without.parameters
+    assert with_term < 0.03 < np.median(np.abs(relative_errors(without.predicted_s, points)))
+
+
+def test_a_zero_host_cost_per_sequence_changes_no_step_time(h100, llama8b):
+    from dataclasses import replace
+
+    from sim.step_time import StepTimeModel
+    batch = BatchShape.of([(512, 0)] + [(1, 900)] * 31, 32)
+    base = StepTimeModel(llama8b, h100, 1)
+    assert h100.seq_overhead_s == 0.0
+    costly = StepTimeModel(llama8b, replace(h100, seq_overhead_s=1e-4), 1)
+    assert costly.cost(batch).time_s == pytest.approx(base.cost(batch).time_s + 32e-4, rel=1e-12)
+    times, _, _ = costly.decode_window(8, 8000, 5)
+    assert times[0] == costly.cost(BatchShape.of([(1, 1000)] * 8, 8)).time_s
+
+
+def test_the_cpu_core_entry_loads_its_measured_calibration():
+    """cpu-core (one core of this machine, tests/test_catalog checks the GPU entries) with the
+    calibration fitted to python -m real profile: every efficiency a fraction, overheads in ms."""
+    gpu = gpu_from_config(load_yaml("hardware", "cpu-core"))
+    record = load_yaml("calibration", "cpu-core-measured")
+    assert record["hardware"] == "cpu-core" and record["source"]["metadata"]["vllm_version"]
+    assert 1e10 < gpu.peak_flops < 1e12 and 1e9 < gpu.memory_bandwidth < 1e11
+    assert all(0 < value <= 1 for value in record["efficiency"].values())
+    assert gpu.step_overhead_s == record["step_overhead_s"] and 1e-4 < gpu.step_overhead_s < 0.05
+    assert gpu.seq_overhead_s == record["seq_overhead_s"]
+    assert record["error"]["fitted"]["median_abs"] < 0.25
