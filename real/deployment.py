@@ -3,7 +3,10 @@ checked healthy, and always stopped again.
 
 `with Deployment(plan) as deployment:` returns once every server and the gateway answer
 `/health`; leaving the block, by return, exception or Ctrl-C, stops every process group it
-started. A server that dies while starting or never gets healthy raises `DeploymentError`
+started (and any process that left its group). `kill(name)` crashes a server (SIGKILL to its
+group), `restart(name)` stops and starts it again on its port and waits for its health; the
+gateway's health poll (`real.metrics_poll_s`) then routes to it again. `pids()` lists every
+process the deployment runs. A server that dies while starting or never gets healthy raises `DeploymentError`
 with the tail of its log (all logs are in `<run_dir>/logs/`), after everything is stopped.
 `deployment.json` in the run directory records URLs, cores, pids and log paths.
 """
@@ -70,6 +73,24 @@ class Deployment:
     def kill(self, name: str) -> None:
         """SIGKILL one server's process group, as a crash would (for failure tests)."""
         self.processes[name].signal_group(9)
+
+    def restart(self, name: str) -> None:
+        """Stop server `name` if it still runs, start it again with the same command, cores and
+        port (its log continues), and return once it answers /health."""
+        old = self.processes[name]
+        stop_all([old], self.plan.shutdown_s)
+        server = next(s for s in self.plan.servers if s.name == name)
+        self.processes[name] = start(name, list(server.command), os.environ | server.env, old.log, old.health_url,
+                                     append=True)
+        try:
+            wait_healthy([self.processes[name]], self.plan.startup_s)
+        except BaseException:
+            stop_all([self.processes[name]], self.plan.shutdown_s)
+            raise
+
+    def pids(self) -> dict[str, set[int]]:
+        """Per process started (servers and gateway): the pids it runs now."""
+        return {name: process.pids() for name, process in self.processes.items()}
 
 
 def server_counters(urls: dict[str, str]) -> dict[str, float]:

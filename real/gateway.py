@@ -122,9 +122,11 @@ def _failure(error: BaseException, backend: Backend, role: str, spec: GatewaySpe
         return UpstreamError(504, f"{who}: no connection within {spec.connect_s:g} s (real.timeouts.connect_s)",
                              role, backend.url, retryable=True)
     if isinstance(error, (aiohttp.SocketTimeoutError, asyncio.TimeoutError)):
+        if role == "prefill":
+            return UpstreamError(504, f"{who}: no answer within {read_limit_s:g} s (real.timeouts.prefill_s)",
+                                 role, backend.url)
         return UpstreamError(504, f"{who}: sent nothing for {read_limit_s:g} s after {received} bytes "
-                                  f"(real.timeouts.{'prefill_s' if role == 'prefill' else 'upstream_idle_s'})",
-                             role, backend.url)
+                                  "(real.timeouts.upstream_idle_s)", role, backend.url)
     if isinstance(error, aiohttp.ClientConnectorError):
         backend.up = False
         return UpstreamError(502, f"{who} unreachable: {error.os_error.strerror or error.os_error}", role,

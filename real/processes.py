@@ -17,6 +17,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 
 class DeploymentError(RuntimeError):
     """The deployment cannot start or stopped working; the message says what to change."""
@@ -58,10 +60,41 @@ class Managed:
         except ProcessLookupError:
             pass
 
+    def pids(self) -> set[int]:
+        """The running processes it consists of: the child, its descendants, and whatever else
+        is in its process group (a vLLM server's engine core, resource tracker, ...)."""
+        found = {self.popen.pid} if self.alive() else set()
+        try:
+            found |= {c.pid for c in psutil.Process(self.popen.pid).children(recursive=True)}
+        except psutil.Error:
+            pass
+        for process in psutil.process_iter():
+            try:
+                if os.getpgid(process.pid) == self.popen.pid:
+                    found.add(process.pid)
+            except (ProcessLookupError, PermissionError):
+                continue
+        return found
 
-def start(name: str, command: list[str], env: dict[str, str], log: Path, health_url: str) -> Managed:
+
+def running(pids: set[int]) -> set[int]:
+    """Those of `pids` still running (a zombie, dead but not yet reaped by its parent, is not)."""
+    alive = set()
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.add(pid)
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
+def start(name: str, command: list[str], env: dict[str, str], log: Path, health_url: str,
+          append: bool = False) -> Managed:
+    """Start `command` in its own session (a new process group) with its output in `log`
+    (appended to, for a restart)."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as out:
+    with log.open("ab" if append else "wb") as out:
         popen = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  start_new_session=True)
     return Managed(name, popen, log, health_url)
@@ -90,7 +123,9 @@ def wait_healthy(processes: list[Managed], timeout_s: float, poll_s: float = 1.0
 
 
 def stop_all(processes: list[Managed], grace_s: float) -> None:
-    """SIGTERM every process group, wait up to `grace_s`, then SIGKILL what is left."""
+    """SIGTERM every process group, wait up to `grace_s`, then SIGKILL what is left, members
+    that left the group included."""
+    members = set().union(*(process.pids() for process in processes)) if processes else set()
     for process in processes:
         process.signal_group(signal.SIGTERM)
     deadline = time.monotonic() + grace_s
@@ -103,3 +138,11 @@ def stop_all(processes: list[Managed], grace_s: float) -> None:
         process.signal_group(signal.SIGKILL)   # children of an exited leader may remain
         if process.alive():
             process.popen.wait()
+    for pid in running(members):
+        try:
+            psutil.Process(pid).kill()
+        except psutil.Error:
+            pass
+    deadline = time.monotonic() + 5.0   # a killed process is gone once the kernel has torn it down
+    while running(members) and time.monotonic() < deadline:
+        time.sleep(0.02)

@@ -376,3 +376,23 @@ def test_a_killed_server_process_fails_its_stream_and_rejoins_after_restart(tmp_
     assert sorted(o.headers["x-pdsim-instance"] for o in after) == ["0", "0", "1", "1"]
     assert [s["up"] for s in up["mixed"]] == [True, True]
     assert up["mixed"][0]["sent"] == 3 and up["mixed"][0]["failed"] == 1
+
+
+def test_stopping_a_process_group_leaves_no_process(tmp_path):
+    """real.processes: the child, its children, and a grandchild that left the group (setsid)
+    are all gone after stop_all, even though the leader ignores SIGTERM."""
+    from real.processes import running, start, stop_all
+
+    script = ("trap '' TERM; sleep 300 & sleep 300 & "
+              f"{sys.executable} -c 'import os, time; os.setsid(); time.sleep(300)' & wait")
+    process = start("family", ["bash", "-c", script], {"PATH": "/usr/bin:/bin"}, tmp_path / "family.log",
+                    "http://127.0.0.1:9/health")
+    deadline = time.monotonic() + 10
+    while len(process.pids()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = process.pids()
+    assert len(pids) == 4
+    started = time.monotonic()
+    stop_all([process], grace_s=0.5)
+    assert time.monotonic() - started < 5
+    assert running(pids) == set()
