@@ -7,8 +7,9 @@ on representative runs, each in a fresh process.
 
 Each case composes the same config as `python -m sim <overrides>`; `wall s` and `cpu s` time
 `sim.run.simulate` alone (workload building and output writing excluded), `x real` is simulated
-span over wall time, `peak MB` the process's peak resident memory and `RSS MB` its resident
-memory after the workload was built and after the run. `cold start` times a whole fresh
+span over wall time, `peak MB` the process's peak resident memory, `RSS MB` its resident
+memory after the workload was built and after the run, and `KB/req` that growth per request:
+what the per-request records cost (constant across sizes when nothing grows with tokens or steps). `cold start` times a whole fresh
 process (interpreter, imports, config, a model/hardware pair no other case uses, a 1-minute
 workload, the run) to its first result. Compare ratios measured in one run: on a shared
 machine absolute times move with the load.
@@ -101,16 +102,17 @@ def main() -> None:
         cases = {**cases, **MILLION}
     print(f"python {platform.python_version()} on {platform.machine()}, one process per run")
     header = (f"{'case':30} {'architecture':14} {'GPUs':>5} {'requests':>9} {'steps':>10} {'wall s':>7} "
-              f"{'cpu s':>7} {'req/s':>7} {'x real':>7} {'RSS MB':>13} {'peak MB':>8}")
+              f"{'cpu s':>7} {'req/s':>7} {'x real':>7} {'RSS MB':>13} {'KB/req':>7} {'peak MB':>8}")
     print(header)
     print("-" * len(header))
     for case, overrides in cases.items():
         for architecture in ("monolithic", "disaggregated"):
             row = _in_fresh_process(overrides, architecture)
             rss = f"{row['rss_before_mb']:.0f} -> {row['rss_after_mb']:.0f}"
+            per_request_kb = (row["rss_after_mb"] - row["rss_before_mb"]) * 1024 / row["requests"]
             print(f"{case:30} {architecture:14} {row['gpus']:>5} {row['requests']:>9} {row['steps']:>10} "
                   f"{row['wall_s']:>7.1f} {row['cpu_s']:>7.1f} {row['req_per_s']:>7.0f} {row['x_real_time']:>7.0f} "
-                  f"{rss:>13} {row['peak_mb']:>8.0f}", flush=True)
+                  f"{rss:>13} {per_request_kb:>7.2f} {row['peak_mb']:>8.0f}", flush=True)
     print(f"cold start ({' '.join(COLD_START)}, fresh process to first result): {cold_start_s():.1f} s")
 
 
