@@ -4,7 +4,9 @@ deployment, on the same config and the same requests.
 For each load level (a rate scale of the trace) and both architectures (monolithic: 2 servers,
 disaggregated: 1 prefill + 1 decode over the KV connector, one core each), the workload is
 replayed on the real vLLM CPU deployment (`real.measure`) and simulated with the CPU hardware
-entry and its named calibration (`configs/hardware/cpu-core.yaml`). Written to `--out`:
+entries and their named calibrations (`configs/hardware/cpu-core.yaml` for monolithic servers,
+`cpu-core-nixl.yaml` for the servers with the KV connector). Both sides run without prefix
+caching (the replayer's prompts repeat across loads). Written to `--out`:
 
 * `errors.csv`: one row per architecture x load x metric x percentile: sim, real, relative error
   (sim / real - 1); metrics TTFT, TPOT, ITL (every gap), E2E at p50/p90/p99 and output throughput;
@@ -12,6 +14,8 @@ entry and its named calibration (`configs/hardware/cpu-core.yaml`). Written to `
   E2E <= 10 %, throughput within 5 %; p99 reported apart) met or missed, and the monolithic /
   disaggregated ratio of each metric, real against simulated;
 * `cdf_<load>.png`: TTFT, ITL and E2E CDFs, sim and real overlaid, both architectures;
+* `phases.csv` (and a table in the report): the median time of each phase of a request
+  (queueing, prefill, transfer, decode admission, decode), sim and real: where residuals come from;
 * `real/<load>/requests_<arch>.parquet`, `tokens_<arch>.parquet`: what was measured, so that
   `--real-dir` can validate a new calibration without running vLLM again.
 
@@ -43,6 +47,7 @@ ARCHITECTURES = ("monolithic", "disaggregated")
 # x0.26 offer 36, 75 and 128 requests; the 2-core deployment saturates near x0.3 (the simulator's scan,
 # single prefill core of the split first).
 LOADS = {"light": 0.12, "medium": 0.20, "heavy": 0.26}
+CONNECTOR_HARDWARE = "cpu-core-nixl"   # the hardware entry of servers with a KV connector
 PERCENTILES = (50, 90, 99)
 LATENCIES = ("ttft", "tpot", "itl", "e2e")
 TARGET_METRICS = ("ttft", "tpot", "e2e")       # the median-error target is over their p50 and p90
@@ -61,6 +66,7 @@ class Observed:
     throughput: float      # output tokens per second, over first arrival to last completion
     completed: int
     requests: int
+    phases: dict[str, float]   # median seconds per phase of a request (PHASES)
 
     @classmethod
     def of(cls, requests: pd.DataFrame, itl: np.ndarray) -> "Observed":
@@ -68,13 +74,46 @@ class Observed:
         span = float(done["completion_s"].max()) if len(done) else math.nan
         return cls(done["ttft_s"].to_numpy(float), done["tpot_s"].dropna().to_numpy(float),
                    done["e2e_s"].to_numpy(float), np.asarray(itl, dtype=float),
-                   float(done["output_tokens"].sum()) / span if span > 0 else math.nan, len(done), len(requests))
+                   float(done["output_tokens"].sum()) / span if span > 0 else math.nan, len(done), len(requests),
+                   phases(done))
 
     def value(self, metric: str, percentile: int | None) -> float:
         if metric == "throughput":
             return self.throughput
         samples = getattr(self, metric)
         return float(np.percentile(samples, percentile)) if samples.size else math.nan
+
+
+# Where a request's time goes, from the table's timestamps (the real ones from the gateway's headers and
+# vLLM's per-request metrics, see real/results.py): the mechanisms the residuals are attributed to.
+PHASES = {
+    "queueing": ("arrival_s", "prefill_start_s"),          # router/proxy hop and the wait for a prefill step
+    "prefill": ("prefill_start_s", "prefill_end_s"),       # the prompt's steps (with other work batched in)
+    "transfer": ("transfer_start_s", "transfer_end_s"),    # the KV pull (disaggregated)
+    "decode admission": ("transfer_end_s", "first_token_s"),   # KV arrived -> first token (disaggregated)
+}
+
+
+def phases(done: pd.DataFrame) -> dict[str, float]:
+    """Median seconds of each phase (NaN where the table has no such times) and of the decode,
+    the mean gap between output tokens (TPOT)."""
+    out = {}
+    for name, (start, end) in PHASES.items():
+        spans = (done[end] - done[start]).dropna() if start in done and end in done else pd.Series(dtype=float)
+        out[name] = float(spans.median()) if len(spans) else math.nan
+    out["decode"] = float(done["tpot_s"].median()) if len(done) else math.nan
+    return out
+
+
+def phase_rows(runs: Mapping[tuple[str, str], Observed], load: str) -> list[dict[str, Any]]:
+    rows = []
+    for arch in ARCHITECTURES:
+        sim, real = runs[("sim", arch)], runs[("real", arch)]
+        for name in [*PHASES, "decode"]:
+            s, r = sim.phases[name], real.phases[name]
+            if np.isfinite(s) or np.isfinite(r):
+                rows.append({"architecture": arch, "load": load, "phase": name, "sim": s, "real": r})
+    return rows
 
 
 def error_rows(sim: Observed, real: Observed, architecture: str, load: str) -> list[dict[str, Any]]:
@@ -150,10 +189,13 @@ def load_overrides(rate_scale: float, duration_s: float, max_context: int) -> li
             *NO_PREFIX_CACHING]
 
 
-def sim_config(cfg: Mapping[str, Any], calibration: str | None) -> dict[str, Any]:
+def sim_config(cfg: Mapping[str, Any], calibration: str | None,
+               connector_calibration: str | None = None) -> dict[str, Any]:
     """The simulator's view of the real deployment: one 'GPU' per server's cores (cpu-core), its
     calibration, the engines' block size as the deployment rounds it, and a KV cache of the
-    deployment's size (`real.kv_cache_gib`) and its max_model_len."""
+    deployment's size (`real.kv_cache_gib`) and its max_model_len. The disaggregated pools run
+    on `cpu-core-nixl` with `connector_calibration` when given: the same core, with a server
+    whose KV connector works in every engine step."""
     from sim.catalog import model_from_config
 
     real = cfg["real"]
@@ -172,6 +214,8 @@ def sim_config(cfg: Mapping[str, Any], calibration: str | None) -> dict[str, Any
                                                model.max_model_len)}
 
     serving = json.loads(json.dumps(cfg["serving"]))
+    connector_hardware = (load_config("hardware", CONNECTOR_HARDWARE) | {"calibration": connector_calibration}
+                          if connector_calibration else None)
     for arch in ARCHITECTURES:
         pool = serving[arch]
         if "engine" in pool:
@@ -179,16 +223,19 @@ def sim_config(cfg: Mapping[str, Any], calibration: str | None) -> dict[str, Any
         for role in ("prefill", "decode"):
             if role in pool:
                 pool[role]["engine"] = engine(pool[role]["engine"])
+                if connector_hardware:
+                    pool[role]["hardware"] = connector_hardware
     network = load_config("network", str(real["profile"]["network"]))
     return dict(cfg) | {"hardware": hardware, "serving": serving, "network": network}
 
 
-def simulate_load(cfg: Mapping[str, Any], calibration: str | None) -> dict[str, Observed]:
+def simulate_load(cfg: Mapping[str, Any], calibration: str | None,
+                  connector_calibration: str | None = None) -> dict[str, Observed]:
     from sim.experiment import plan
     from sim.run import simulate
     from sim.workload import build_workload
 
-    cfg = sim_config(cfg, calibration)
+    cfg = sim_config(cfg, calibration, connector_calibration)
     workload = build_workload(cfg["workload"], int(cfg["seed"]))
     out = {}
     for arch, spec in plan(cfg).items():
@@ -297,17 +344,29 @@ def markdown(errors: pd.DataFrame, targets: pd.DataFrame, ratios: pd.DataFrame, 
     return "\n".join(lines) + "\n"
 
 
+def phase_markdown(table: pd.DataFrame) -> str:
+    lines = ["", "## Where the time goes: median per phase, sim / real (ms)", "",
+             "Queueing: arrival to the prompt's first step; prefill: the prompt's steps; transfer: the KV pull; "
+             "decode admission: KV arrived to first token; decode: TPOT.", "",
+             "| architecture | load | " + " | ".join([*PHASES, "decode"]) + " |", "|---|---|" + "---|" * (len(PHASES) + 1)]
+    for (arch, load), group in table.groupby(["architecture", "load"], sort=False):
+        cells = {r.phase: f"{r.sim * 1e3:.4g} / {r.real * 1e3:.4g}" for r in group.itertuples()}
+        lines.append(f"| {arch} | {load} | " + " | ".join(cells.get(p, "") for p in [*PHASES, "decode"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def validate(real_dir: Path, out: Path, loads: Mapping[str, float], duration_s: float, max_context: int,
-             calibration: str | None, overrides: Sequence[str], measure: bool, command: str) -> pd.DataFrame:
+             calibration: str | None, connector_calibration: str | None, overrides: Sequence[str], measure: bool,
+             command: str) -> pd.DataFrame:
     base = compose([*NO_PREFIX_CACHING, *overrides])
     configs = {name: compose([*load_overrides(scale, duration_s, max_context), *overrides])
                for name, scale in loads.items()}
     if measure:
         measure_loads(base, {name: cfg["workload"] for name, cfg in configs.items()}, real_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows, sources = [], {}
+    rows, sources, phase_table = [], {}, []
     for name, cfg in configs.items():
-        sim = simulate_load(cfg, calibration)
+        sim = simulate_load(cfg, calibration, connector_calibration)
         runs = {}
         for arch in ARCHITECTURES:
             real = read_real(real_dir, name, arch)
@@ -315,16 +374,20 @@ def validate(real_dir: Path, out: Path, loads: Mapping[str, float], duration_s: 
             rows += error_rows(sim[arch], real, arch, name)
             sources[name] = (f"{real.requests} requests ({real.completed} completed on the real {arch} run)")
         cdf_plot(name, runs, out / f"cdf_{name}.png")
+        phase_table += phase_rows(runs, name)
     errors = pd.DataFrame(rows)
     errors.to_csv(out / "errors.csv", index=False, float_format="%.6g")
     targets, ratios = target_summary(errors), ratio_rows(errors)
     targets.to_csv(out / "targets.csv", index=False, float_format="%.4g")
+    phase_frame = pd.DataFrame(phase_table)
+    phase_frame.to_csv(out / "phases.csv", index=False, float_format="%.6g")
     ratios.to_csv(out / "ratios.csv", index=False, float_format="%.4g")
     header = (f"# Simulator vs real vLLM CPU deployment\n\n`{command}`\n\n"
-              f"Calibration `{calibration}`; loads (rate scale of the Azure conv trace, "
+              f"Calibrations `{calibration}` (monolithic servers) and `{connector_calibration}` (servers with the "
+              f"KV connector); loads (rate scale of the Azure conv trace, "
               f"{duration_s:g} s of arrivals, contexts clipped to {max_context} tokens): "
               + ", ".join(f"{n} x{s:g} ({sources[n]})" for n, s in loads.items()))
-    (out / "report.md").write_text(markdown(errors, targets, ratios, header))
+    (out / "report.md").write_text(markdown(errors, targets, ratios, header) + phase_markdown(phase_frame))
     print((out / "report.md").read_text())
     return errors
 
@@ -343,6 +406,9 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--max-context", type=int, default=1024, help="clip prompt + output to this many tokens")
     parser.add_argument("--calibration", default="cpu-core-measured",
                         help="named calibration (configs/calibration/) of the cpu-core entry; 'none': inline values")
+    parser.add_argument("--connector-calibration", default="cpu-core-nixl-measured",
+                        help=f"named calibration of {CONNECTOR_HARDWARE} for the disaggregated servers; 'none': they "
+                             "use --calibration's cpu-core")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of configs/deploy.yaml")
     args = parser.parse_args(argv)
     loads = {k: float(v) for k, v in (item.split("=") for item in args.loads.split(","))}
@@ -350,7 +416,8 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     real_dir = args.out / "real" if measure else args.real_dir
     command = " ".join(["python -m experiments.validate", *(sys.argv[1:] if argv is None else argv)])
     calibration = None if args.calibration == "none" else args.calibration
-    return validate(real_dir, args.out, loads, args.duration_s, args.max_context, calibration,
+    connector = None if args.connector_calibration == "none" else args.connector_calibration
+    return validate(real_dir, args.out, loads, args.duration_s, args.max_context, calibration, connector,
                     args.overrides, measure, command)
 
 

@@ -26,6 +26,9 @@ Three stages, each on the cores the deployment would give one server (`real.core
    server's front end (its API server detokenises and streams every token on the same core), which
    the offline engine does not have (its decode points are kept, source "engine decode step", to
    show that difference; `sim.calibrate --hold-out-source "engine decode"` leaves them out of the fit).
+   Measured twice: on the decode server of the 1P + 1D deployment (source "decode server,
+   NixlConnector": the connector's work runs in every engine step) and on a lone monolithic
+   server (source "monolithic server").
    KV hand-off: a 1P + 1D deployment over the configured connector
    (`real.connector`, NixlConnector by default), requests sent one at a time with prompts of
    growing length. The transfer time of a request is the decode server's queue time (vLLM's
@@ -344,7 +347,7 @@ def profile_transfers(cfg: Mapping[str, Any], work_dir: Path) -> tuple[list[dict
     with Deployment(plan, cfg["model"]):
         spec = fetch_spec(plan.url)
         outcomes = asyncio.run(replay(plan.url, spec.model, workload, model.vocab_size, limits))
-        served = [served_decode(plan.url, spec.model, model.vocab_size, limits, seqs, SERVED_DECODE_PROMPT)
+        served = [served_decode(plan.url, spec.model, model.vocab_size, limits, seqs, "decode server, NixlConnector")
                   for seqs in SERVED_DECODE[size]]
     table = requests_frame(outcomes, workload.prompt_tokens, workload.output_tokens, "disaggregated",
                            model.kv_bytes_per_token)
@@ -374,7 +377,27 @@ def decode_gaps(token_times: Sequence[Sequence[float]]) -> np.ndarray:
     return np.concatenate(gaps) if gaps else np.array([])
 
 
-def served_decode(url: str, model: str, vocab_size: int, limits: Any, seqs: int, prompt: int) -> dict:
+def profile_served_monolithic(cfg: Mapping[str, Any], work_dir: Path) -> list[dict]:
+    """Served decode points of one monolithic server (no KV connector), as `served_decode`."""
+    from real.deployment import Deployment
+    from real.measure import fetch_spec
+    from real.plan import plan_deployment
+    from real.replay import ReplayLimits
+    from sim.catalog import model_from_config
+
+    serving = {"architecture": "monolithic", "instances": 1, "tp": 1, "router": "round_robin",
+               "engine": _engine_config(cfg["serving"])}
+    plan = plan_deployment(dict(cfg) | {"serving": serving}, work_dir / "monolithic")
+    timeouts = cfg["real"]["timeouts"]
+    limits = ReplayLimits(float(timeouts["request_s"]), float(timeouts["idle_s"]))
+    vocab = model_from_config(cfg["model"]).vocab_size
+    with Deployment(plan, cfg["model"]):
+        name = fetch_spec(plan.url).model
+        return [served_decode(plan.url, name, vocab, limits, seqs, "monolithic server")
+                for seqs in SERVED_DECODE[cfg["real"]["profile"]["size"]]]
+
+
+def served_decode(url: str, model: str, vocab_size: int, limits: Any, seqs: int, server: str) -> dict:
     """A decode point measured through the deployment: `seqs` requests sent at once, the median
     gap between streamed tokens while all decode together. This is the server's decode step with
     its front end (the API server, which detokenises and streams every token on the same core)."""
@@ -383,6 +406,7 @@ def served_decode(url: str, model: str, vocab_size: int, limits: Any, seqs: int,
     from real.replay import replay
     from sim.workload_record import Workload
 
+    prompt = SERVED_DECODE_PROMPT
     workload = Workload("served-decode", np.zeros(seqs), np.full(seqs, prompt), np.full(seqs, SERVED_DECODE_OUTPUT),
                         f"{seqs} requests at once")
     outcomes = asyncio.run(replay(url, model, workload, vocab_size, limits))
@@ -392,9 +416,10 @@ def served_decode(url: str, model: str, vocab_size: int, limits: Any, seqs: int,
     if gaps.size < 10:
         raise RuntimeError(f"served decode profile: the {seqs} streams hardly overlapped ({gaps.size} gaps)")
     context = prompt + SERVED_DECODE_OUTPUT // 2
-    print(f"profile: served decode {seqs} seqs: {np.median(gaps) * 1e3:.2f} ms over {len(gaps)} gaps", flush=True)
+    print(f"profile: served decode ({server}) {seqs} seqs: {np.median(gaps) * 1e3:.2f} ms over {len(gaps)} gaps",
+          flush=True)
     return {"kind": "decode", "time_s": float(np.median(gaps)), "chunks": [[1, context]] * seqs,
-            "sampled_seqs": seqs, "source": f"served decode: {seqs} streams, median token gap"}
+            "sampled_seqs": seqs, "source": f"served decode ({server}): {seqs} streams, median token gap"}
 
 
 # --------------------------------------------------------------------------------------- command
@@ -437,7 +462,7 @@ def profile(cfg: Mapping[str, Any], out_dir: Path, command: str) -> Path:
     points, hop = engine["points"], None
     if settings.get("transfers", True):
         transfers, hop = profile_transfers(cfg, out_dir / "profile")
-        points += transfers
+        points += transfers + profile_served_monolithic(cfg, out_dir / "profile")
     model = model_from_config(cfg["model"])
     metadata = {
         "hardware": str(settings["hardware"]), "model": model.name, "tp": 1,

@@ -1,5 +1,5 @@
 """`python -m sim.calibrate <file> --name <name> [--holdout 0.2] [--seed 0] [--seq-overhead] [--fit-kinds K,...]
-[--hold-out-source TEXT]`
+[--hold-out-source TEXT ...] [--hardware NAME]`
 
 Fits the step-time model of the file's hardware to its points (`sim.fit`), prints every
 point's measured and predicted time, and writes the named calibration
@@ -125,28 +125,33 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--fit-kinds", default=None,
                         help="comma-separated point kinds to fit (e.g. prefill,decode,mixed); points of other "
                              "kinds are held out and reported. Default: every kind")
-    parser.add_argument("--hold-out-source", default=None,
-                        help="hold out the points whose source contains this text (e.g. 'engine decode')")
+    parser.add_argument("--hold-out-source", action="append", default=[],
+                        help="hold out the points whose source contains this text (e.g. 'engine decode'); "
+                             "may be repeated")
+    parser.add_argument("--hardware", default=None,
+                        help="the configs/hardware/ entry to fit for (default: the file's metadata.hardware); e.g. "
+                             "another entry of the same machine whose points are a subset of the file's")
     parser.add_argument("--out-dir", type=Path, default=CONFIG_DIR / "calibration")
     args = parser.parse_args(argv)
 
     calibration = read_calibration_file(args.file)
     points = calibration.points
-    prior, models = inline_gpu(calibration.hardware), models_of(points)
+    hardware = args.hardware or calibration.hardware
+    prior, models = inline_gpu(hardware), models_of(points)
     names = PARAMETERS + ((SEQ_OVERHEAD,) if args.seq_overhead else ())
     held = holdout_mask(len(points), args.holdout, args.seed)
     if args.fit_kinds:
         kinds = set(args.fit_kinds.split(","))
         held |= np.array([p.kind not in kinds for p in points])
-    if args.hold_out_source:
-        held |= np.array([args.hold_out_source in (p.source or "") for p in points])
+    for text in args.hold_out_source:
+        held |= np.array([text in (p.source or "") for p in points])
     result = fit(points, prior, models, held, names)
     print(point_table(points, result))
     source = {"file": str(args.file), "metadata": calibration.metadata,
               "holdout": {"fraction": args.holdout, "seed": args.seed, "fit_kinds": args.fit_kinds,
                           "source_held_out": args.hold_out_source},
               "command": " ".join(["python -m sim.calibrate", *(sys.argv[1:] if argv is None else argv)])}
-    record = calibration_record(args.name, calibration.hardware, source, points, result, prior, models)
+    record = calibration_record(args.name, hardware, source, points, result, prior, models)
     print(summary_lines(record))
     path = write_named_calibration(record, args.out_dir)
     print(f"wrote {path}")

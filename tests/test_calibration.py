@@ -164,12 +164,14 @@ def test_a_zero_host_cost_per_sequence_changes_no_step_time(h100, llama8b):
     assert times[0] == costly.cost(BatchShape.of([(1, 1000)] * 8, 8)).time_s
 
 
-def test_the_cpu_core_entry_loads_its_measured_calibration():
-    """cpu-core (one core of this machine, tests/test_catalog checks the GPU entries) with the
-    calibration fitted to python -m real profile: every efficiency a fraction, overheads in ms."""
-    gpu = gpu_from_config(load_yaml("hardware", "cpu-core"))
-    record = load_yaml("calibration", "cpu-core-measured")
-    assert record["hardware"] == "cpu-core" and record["source"]["metadata"]["vllm_version"]
+@pytest.mark.parametrize("hardware", ["cpu-core", "cpu-core-nixl"])
+def test_the_cpu_core_entries_load_their_measured_calibrations(hardware):
+    """cpu-core and cpu-core-nixl (one core of this machine; tests/test_catalog checks the GPU
+    entries) with the calibrations fitted to python -m real profile: efficiencies are fractions,
+    overheads of the order of milliseconds."""
+    gpu = gpu_from_config(load_yaml("hardware", hardware))
+    record = load_yaml("calibration", f"{hardware}-measured")
+    assert record["hardware"] == hardware and record["source"]["metadata"]["vllm_version"]
     assert 1e10 < gpu.peak_flops < 1e12 and 1e9 < gpu.memory_bandwidth < 1e11
     assert all(0 < value <= 1 for value in record["efficiency"].values())
     assert gpu.step_overhead_s == record["step_overhead_s"] and 1e-4 < gpu.step_overhead_s < 0.05
