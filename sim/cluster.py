@@ -227,7 +227,7 @@ class DisaggregatedCluster(Cluster):
         self.network = KVNetwork(env, spec.link.latency_s)
         self._build_pool(spec.pool(PREFILL), EngineHooks(on_token=self._on_prefill_token,
                                                          on_finished=self._on_prefill_done, on_lost=self._lost))
-        self._build_pool(spec.pool(DECODE), EngineHooks(on_token=self._record_token, on_finished=_ignore,
+        self._build_pool(spec.pool(DECODE), EngineHooks(on_token=self._on_decode_token, on_finished=_ignore,
                                                         on_repeated_tokens=self._record_repeated_tokens,
                                                         start_pull=self._start_pull, on_lost=self._lost))
         self.endpoints = {engine.instance_id: Endpoint(f"instance{engine.instance_id}",
@@ -245,14 +245,32 @@ class DisaggregatedCluster(Cluster):
         self.network.endpoint_up(self.endpoints[instance_id])
 
     def _dispatch(self, request: Request) -> None:
+        if self.faults.prefill_fallback == "local" and not any(e.up for e in self.engines[PREFILL]):
+            self._prefill_on_decode(request)
+            return
         engine = self._route(PREFILL, request)
         if engine is not None:
             seq = Sequence(request, request.prompt_tokens, max_new_tokens=1)
             self._after(self.hop_s, lambda: self._deliver(engine, seq))
 
+    def _prefill_on_decode(self, request: Request) -> None:
+        """No prefill instance is up: a decode instance computes the prompt and decodes, as one
+        monolithic instance would."""
+        engine = self._route(DECODE, request)
+        if engine is not None:
+            request.decode_instance = engine.instance_id
+            seq = Sequence(request, request.prompt_tokens, request.output_tokens)
+            self._after(self.hop_s, lambda: self._deliver(engine, seq))
+
     def _on_prefill_token(self, engine: Engine, seq: Sequence, now: float) -> None:
         seq.request.prefill_end_s = now   # the sampled token is discarded by the proxy
         self._cache_prompt(engine, seq.request)
+
+    def _on_decode_token(self, engine: Engine, seq: Sequence, now: float) -> None:
+        request = seq.request
+        if request.prefill_end_s != request.prefill_end_s:   # NaN: its prompt was computed here
+            request.prefill_end_s = now
+        self._record_token(engine, seq, now)
 
     def _on_prefill_done(self, engine: Engine, seq: Sequence, _now: float) -> None:
         request = seq.request

@@ -284,8 +284,8 @@ class Engine:
             self._remove_finished(float(window.ends[steps - 1]))
 
     def _mark_prefill_start(self, step: ScheduledStep, now: float) -> None:
-        if self.role == DECODE:
-            return
+        """The first step computing a request's prompt (on a decode instance: a prompt it
+        computes itself, when no prefill instance was up)."""
         for seq in step.seqs:
             request = seq.request
             if request.prefill_start_s != request.prefill_start_s:  # NaN: not started yet

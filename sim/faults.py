@@ -13,6 +13,9 @@ pulls that fail, and the policies vLLM applies to them.
   fails the request or recomputes the prompt on the decode instance (vLLM's
   `kv_load_failure_policy`). The prefill instance frees the blocks of a prompt never pulled
   after `kv_lease_s` (vLLM's `kv_lease_duration`).
+* With no prefill instance up, `prefill_fallback: local` sends a request straight to a decode
+  instance, which computes its prompt itself (Dynamo's fallback to aggregated serving); the
+  default `fail` fails it, as a proxy that only knows the two-hop path does.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import simpy
 from sim.config import ConfigError
 
 POLICIES = ("recompute", "fail")
+PREFILL_FALLBACKS = ("fail", "local")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,7 @@ class FaultPlan:
     kv_transfer_failure_rate: float = 0.0
     kv_load_failure_policy: str = "recompute"
     kv_lease_s: float = 30.0
+    prefill_fallback: str = "fail"
 
 
 def fault_plan(cfg: Mapping[str, Any] | None) -> FaultPlan:
@@ -71,7 +76,8 @@ def fault_plan(cfg: Mapping[str, Any] | None) -> FaultPlan:
                               for e in cfg.get("link_events") or ()),
             kv_transfer_failure_rate=float(cfg.get("kv_transfer_failure_rate", 0.0)),
             kv_load_failure_policy=str(cfg.get("kv_load_failure_policy", "recompute")),
-            kv_lease_s=float(cfg.get("kv_lease_s", 30.0)))
+            kv_lease_s=float(cfg.get("kv_lease_s", 30.0)),
+            prefill_fallback=str(cfg.get("prefill_fallback", "fail")))
     except (KeyError, TypeError, ValueError) as error:
         raise ConfigError(f"faults: malformed entry ({error!r}); schedule entries need instance, at_s, down_s "
                           f"and link_events entries at_s, duration_s, bandwidth_factor") from None
@@ -86,6 +92,8 @@ def fault_plan(cfg: Mapping[str, Any] | None) -> FaultPlan:
         problems.append("kv_transfer_failure_rate must be in [0, 1]")
     if plan.kv_load_failure_policy not in POLICIES:
         problems.append(f"kv_load_failure_policy must be one of {POLICIES}")
+    if plan.prefill_fallback not in PREFILL_FALLBACKS:
+        problems.append(f"prefill_fallback must be one of {PREFILL_FALLBACKS}")
     if plan.max_retries < 0 or plan.kv_lease_s <= 0:
         problems.append("max_retries must be >= 0 and kv_lease_s > 0")
     if problems:

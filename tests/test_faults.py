@@ -58,6 +58,21 @@ def test_a_pool_with_every_instance_down_fails_new_requests():
     assert (table[table.arrival_s > 10.01].status == "completed").all()
 
 
+def test_with_local_fallback_decode_instances_compute_prompts_while_no_prefill_instance_is_up():
+    faults = {"schedule": [{"instance": 0, "at_s": 5.0, "down_s": 5.0}], "prefill_fallback": "local"}
+    result = run(["serving=disaggregated"], faults)
+    table = result.requests
+    assert_accounted(table)
+    window = table[(table.arrival_s > 5.01) & (table.arrival_s < 10.0)]
+    assert len(window) > 0 and (window.status == "completed").all()
+    assert (window.prefill_instance == window.decode_instance).all() and (window.prefill_instance == 1).all()
+    assert (window.kv_bytes_transferred == 0).all() and window.transfer_start_s.isna().all()
+    assert (window.prefill_start_s <= window.prefill_end_s).all() and (window.prefill_end_s == window.first_token_s).all()
+    later = table[table.arrival_s > 10.1]
+    assert (later.prefill_instance == 0).all() and (later.kv_bytes_transferred > 0).all()
+    assert_identical(result, run(["serving=disaggregated"], faults, fast_forward=False))
+
+
 @pytest.mark.parametrize("policy, status", [("recompute", "completed"), ("fail", "failed")])
 def test_failed_kv_pulls_follow_the_load_failure_policy(policy, status):
     faults = {"kv_transfer_failure_rate": 1.0, "kv_load_failure_policy": policy}
@@ -118,6 +133,7 @@ def test_random_failures_are_deterministic_and_the_fast_path_matches_the_referen
     ({"kv_load_failure_policy": "ignore"}, "kv_load_failure_policy"),
     ({"schedule": [{"instance": 0}]}, "schedule entries need"),
     ({"kv_transfer_failure_rate": 2}, "kv_transfer_failure_rate"),
+    ({"prefill_fallback": "elsewhere"}, "prefill_fallback"),
 ])
 def test_bad_fault_configs_are_refused(faults, expected):
     with pytest.raises(ConfigError, match=expected):

@@ -67,6 +67,7 @@ fault_plans = st.fixed_dictionaries({
     "kv_transfer_failure_rate": st.sampled_from([0.0, 0.3]),
     "kv_load_failure_policy": st.sampled_from(["recompute", "fail"]),
     "kv_lease_s": st.sampled_from([0.5, 30.0]),
+    "prefill_fallback": st.sampled_from(["fail", "local"]),
 })
 
 
