@@ -43,9 +43,9 @@ from sim.kv_cache import GIB
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ARCHITECTURES = ("monolithic", "disaggregated")
 # Load levels: rate scales of the Azure conv trace from its start (5.5 req/s over the hour at 1x; its
-# first minutes are quieter). With contexts clipped to 1024 tokens and 180 s of arrivals, x0.12, x0.2 and
-# x0.26 offer 36, 75 and 128 requests; the 2-core deployment saturates near x0.3 (the simulator's scan,
-# single prefill core of the split first).
+# first minutes are quieter). With contexts clipped to 1024 tokens and 150 s of arrivals (the default), x0.12,
+# x0.2 and x0.26 are light, medium and near saturation for the 2-core deployment, which saturates near x0.3
+# (the simulator's scan; the split's single prefill core first).
 LOADS = {"light": 0.12, "medium": 0.20, "heavy": 0.26}
 CONNECTOR_HARDWARE = "cpu-core-nixl"   # the hardware entry of servers with a KV connector
 PERCENTILES = (50, 90, 99)
@@ -402,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
                              "instead of running vLLM; default: measure into <out>/real")
     parser.add_argument("--loads", default=",".join(f"{k}={v:g}" for k, v in LOADS.items()),
                         help="name=rate_scale,... of the Azure conv trace")
-    parser.add_argument("--duration-s", type=float, default=180.0, help="seconds of arrivals per load")
+    parser.add_argument("--duration-s", type=float, default=150.0, help="seconds of arrivals per load")
     parser.add_argument("--max-context", type=int, default=1024, help="clip prompt + output to this many tokens")
     parser.add_argument("--calibration", default="cpu-core-measured",
                         help="named calibration (configs/calibration/) of the cpu-core entry; 'none': inline values")
