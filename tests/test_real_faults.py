@@ -77,7 +77,9 @@ def replay_with_kill(cfg: dict, deployment: Deployment, load: dict, victim: str,
         measurement = measure(cfg | {"workload": load}, deployment.plan.url)
     finally:
         killer.cancel()
-    return measurement.requests, time.monotonic() - started
+    table = measurement.requests
+    print(f"{victim} killed after {after_s:g} s:\n" + table[["status", "reason"]].to_string())   # shown with -s
+    return table, time.monotonic() - started
 
 
 def check_rejoins(cfg: dict, deployment: Deployment, name: str) -> None:
