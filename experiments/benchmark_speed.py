@@ -24,9 +24,6 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def _pools(gpus: int, prefill: int) -> list[str]:
@@ -53,14 +50,12 @@ def _rss_mb() -> float:
 
 def measure(overrides: list[str], architecture: str) -> dict:
     """One architecture of one case, in this process."""
-    from hydra import compose, initialize_config_dir
-
-    from sim.experiment import as_dict, plan
+    from experiments.configs import compose_config
+    from sim.experiment import plan
     from sim.run import simulate
     from sim.workload import build_workload
 
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
-        cfg = as_dict(compose(config_name="config", overrides=overrides))
+    cfg = compose_config(overrides)
     workload = build_workload(cfg["workload"], cfg["seed"])
     spec = plan(cfg)[architecture]
     rss_before = _rss_mb()

@@ -28,15 +28,13 @@ import urllib.request
 from pathlib import Path
 
 import psutil
-from hydra import compose, initialize_config_dir
 
+from experiments.configs import compose_config
 from real.backends import metric_value
 from real.deployment import Deployment
 from real.measure import measure
 from real.plan import plan_deployment
-from sim.experiment import as_dict
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MIB = 1024 * 1024
 FIELDS = ["elapsed_s", "process", "pids", "rss_mib", "sent", "failed", "outstanding", "running", "waiting"]
 
@@ -89,10 +87,8 @@ def memory_table(rows: list[dict]) -> list[dict]:
 
 
 def soak(minutes: float, rate_scale: float, sample_s: float, out: Path, overrides: list[str]) -> list[dict]:
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
-        cfg = as_dict(compose(config_name="deploy", overrides=[
-            "serving=disaggregated", "workload=azure_conv", f"workload.rate_scale={rate_scale}",
-            f"workload.window.duration_s={minutes * 60 * rate_scale}", *overrides]))
+    cfg = compose_config(["serving=disaggregated", "workload=azure_conv", f"workload.rate_scale={rate_scale}",
+                          f"workload.window.duration_s={minutes * 60 * rate_scale}", *overrides], config_name="deploy")
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     plan = plan_deployment(cfg, out / "run")

@@ -37,10 +37,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from experiments.configs import compose_config
 from sim.catalog import load_config
 from sim.kv_cache import GIB
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ARCHITECTURES = ("monolithic", "disaggregated")
 # Load levels: rate scales of the Azure conv trace from its start (5.5 req/s over the hour at 1x; its
 # first minutes are quieter). With contexts clipped to 1024 tokens and 150 s of arrivals (the default), x0.12,
@@ -167,12 +167,8 @@ def ratio_rows(errors: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------ configs
 
 def compose(overrides: Sequence[str]) -> dict[str, Any]:
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    from sim.experiment import as_dict
-
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
-        return as_dict(hydra_compose(config_name="deploy", overrides=list(overrides)))
+    """The real deployment's config (`configs/deploy.yaml`) with `overrides`."""
+    return compose_config(overrides, config_name="deploy")
 
 
 # The trace carries no prefix information, and the replayer's prompts are seeded by request index, so

@@ -61,6 +61,7 @@ def summarize(spec: ClusterSpec, requests: pd.DataFrame, itl: Distribution | np.
     output_tokens = float(completed["output_tokens"].sum())
     meets = slo_mask(requests, slo)
     gpu_hours = spec.num_gpus * span_s / 3600.0
+    attainment = _ratio(meets.sum(), len(requests))
     out: dict[str, Any] = {
         "architecture": spec.architecture,
         "cluster": describe_cluster(spec),
@@ -86,8 +87,8 @@ def summarize(spec: ClusterSpec, requests: pd.DataFrame, itl: Distribution | np.
         "ttft_attainment": _ratio((completed["ttft_s"] <= slo.ttft_s).sum(), len(requests)),
         "tpot_attainment": _ratio((completed["tpot_s"].isna() | (completed["tpot_s"] <= slo.tpot_s)).sum(),
                                   len(requests)),
-        "slo_attainment": _ratio(meets.sum(), len(requests)),
-        "meets_slo_target": bool(len(requests) and meets.mean() >= slo.attainment_target),
+        "slo_attainment": attainment,
+        "meets_slo_target": bool(attainment >= slo.attainment_target),   # False when NaN (no requests)
         "goodput_rps": _ratio(meets.sum(), span_s),
         "preemptions": int(requests["num_preemptions"].sum()),
         "prefix_hit_rate": float(completed["cached_prompt_tokens"].sum() / max(1, completed["prompt_tokens"].sum())),

@@ -65,7 +65,7 @@ class WeightedSamples:
         values = np.concatenate([np.frombuffer(self._single, dtype=np.float64), *(v for v, _ in self._batches)])
         weights = np.repeat(np.array([1, *(c for _, c in self._batches)], dtype=np.int64),
                             [len(self._single), *(len(v) for v, _ in self._batches)])
-        bins = np.clip(_key(np.maximum(values, _LOWEST)) - _KEY_MIN, 0, _BINS - 1)
+        bins = np.clip(_key(values) - _KEY_MIN, 0, _BINS - 1)   # zero and negatives (sign bit) clip low, NaN high
         np.add.at(self._counts, bins, weights)   # integer counts: the order of adding does not matter
         self._single, self._batches, self._pending = array("d"), [], 0
 
