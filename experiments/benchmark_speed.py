@@ -4,6 +4,8 @@ on representative runs, each in a fresh process.
     python -m experiments.benchmark_speed             # default run and the 77k-request case
     python -m experiments.benchmark_speed --quick     # the default run only
     python -m experiments.benchmark_speed --million   # also ~1M requests on 256 GPUs (minutes)
+    python -m experiments.benchmark_speed --at 1fbc7d2    # the simulator of an earlier commit, same measurement
+    python -m experiments.benchmark_speed --quick --reference   # the step-by-step reference path
 
 Each case composes the same config as `python -m sim <overrides>`; `wall s` and `cpu s` time
 `sim.run.simulate` alone (workload building and output writing excluded), `x real` is simulated
@@ -11,19 +13,25 @@ span over wall time, `peak MB` the process's peak resident memory, `RSS MB` its 
 memory after the workload was built and after the run, and `KB/req` that growth per request:
 what the per-request records cost (constant across sizes when nothing grows with tokens or steps). `cold start` times a whole fresh
 process (interpreter, imports, config, a model/hardware pair no other case uses, a 1-minute
-workload, the run) to its first result. Compare ratios measured in one run: on a shared
-machine absolute times move with the load.
+workload, the run) to its first result. `--at REV` measures the simulator (and configs) of commit
+REV, checked out in a temporary git worktree, with this file's measurement; `--reference` runs
+`simulate(..., fast_forward=False)`. Compare ratios measured in one run: on a shared machine
+absolute times move with the load.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 
 def _pools(gpus: int, prefill: int) -> list[str]:
@@ -48,7 +56,7 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def measure(overrides: list[str], architecture: str) -> dict:
+def measure(overrides: list[str], architecture: str, reference: bool = False) -> dict:
     """One architecture of one case, in this process."""
     from experiments.configs import compose_config
     from sim.experiment import plan
@@ -60,7 +68,7 @@ def measure(overrides: list[str], architecture: str) -> dict:
     spec = plan(cfg)[architecture]
     rss_before = _rss_mb()
     cpu = time.process_time()
-    result = simulate(spec, workload, cfg["metrics"]["util_bin_s"])
+    result = simulate(spec, workload, cfg["metrics"]["util_bin_s"], fast_forward=not reference)
     cpu = time.process_time() - cpu
     steps = int(result.instances["steps"].sum())
     return {"gpus": spec.num_gpus, "requests": len(workload), "steps": steps, "wall_s": result.wall_s,
@@ -69,16 +77,37 @@ def measure(overrides: list[str], architecture: str) -> dict:
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def _in_fresh_process(overrides: list[str], architecture: str) -> dict:
-    output = subprocess.run([sys.executable, "-m", "experiments.benchmark_speed", "--child", architecture,
-                             "--", *overrides], check=True, capture_output=True, text=True).stdout
+def _in_fresh_process(overrides: list[str], architecture: str, tree: Path | None = None,
+                      reference: bool = False) -> dict:
+    """`measure` in a new interpreter; with `tree`, on the `sim` and `configs` of that checkout."""
+    command = [sys.executable, __file__, "--child", architecture, *(["--reference"] if reference else []),
+               "--", *overrides]
+    env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
+    output = subprocess.run(command, check=True, capture_output=True, text=True, env=env, cwd=tree).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
-def cold_start_s() -> float:
+@contextmanager
+def _checkout(revision: str | None):
+    """A temporary git worktree of `revision` (None: this checkout, as it is)."""
+    if revision is None:
+        yield None
+        return
+    repo = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as parent:
+        tree = Path(parent) / "tree"
+        subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(tree), revision],
+                       check=True, capture_output=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)], check=True)
+
+
+def cold_start_s(tree: Path | None = None) -> float:
     """Seconds from starting a fresh interpreter to the first result of a small run."""
     started = time.perf_counter()
-    _in_fresh_process(COLD_START, "monolithic")
+    _in_fresh_process(COLD_START, "monolithic", tree)
     return time.perf_counter() - started
 
 
@@ -86,29 +115,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only the default run")
     parser.add_argument("--million", action="store_true", help="add the ~1M-request case on 256 GPUs")
+    parser.add_argument("--at", metavar="REV", help="measure the simulator of this git commit")
+    parser.add_argument("--reference", action="store_true", help="the step-by-step path (fast_forward=False)")
     parser.add_argument("--child", help=argparse.SUPPRESS)   # measure one architecture, print JSON
     parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.overrides, args.child)))
+        print(json.dumps(measure(args.overrides, args.child, args.reference)))
         return
+    with _checkout(args.at) as tree:
+        report(args, tree)
+
+
+def report(args: argparse.Namespace, tree: Path | None) -> None:
     cases = dict(list(CASES.items())[:1]) if args.quick else CASES
     if args.million:
         cases = {**cases, **MILLION}
-    print(f"python {platform.python_version()} on {platform.machine()}, one process per run")
+    print(f"python {platform.python_version()} on {platform.machine()}, one process per run"
+          + (f", simulator at {args.at}" if args.at else "") + (", step-by-step reference" if args.reference else ""))
     header = (f"{'case':30} {'architecture':14} {'GPUs':>5} {'requests':>9} {'steps':>10} {'wall s':>7} "
               f"{'cpu s':>7} {'req/s':>7} {'x real':>7} {'RSS MB':>13} {'KB/req':>7} {'peak MB':>8}")
     print(header)
     print("-" * len(header))
     for case, overrides in cases.items():
         for architecture in ("monolithic", "disaggregated"):
-            row = _in_fresh_process(overrides, architecture)
+            row = _in_fresh_process(overrides, architecture, tree, args.reference)
             rss = f"{row['rss_before_mb']:.0f} -> {row['rss_after_mb']:.0f}"
             per_request_kb = (row["rss_after_mb"] - row["rss_before_mb"]) * 1024 / row["requests"]
             print(f"{case:30} {architecture:14} {row['gpus']:>5} {row['requests']:>9} {row['steps']:>10} "
                   f"{row['wall_s']:>7.1f} {row['cpu_s']:>7.1f} {row['req_per_s']:>7.0f} {row['x_real_time']:>7.0f} "
                   f"{rss:>13} {per_request_kb:>7.2f} {row['peak_mb']:>8.0f}", flush=True)
-    print(f"cold start ({' '.join(COLD_START)}, fresh process to first result): {cold_start_s():.1f} s")
+    print(f"cold start ({' '.join(COLD_START)}, fresh process to first result): {cold_start_s(tree):.1f} s")
 
 
 if __name__ == "__main__":
