@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 from real.backends import metric_value
 from real.plan import DeploymentPlan
-from real.processes import Managed, start, stop_all, wait_healthy
+from real.processes import Managed, kill_all, start, stop_all, wait_healthy
 from real.tiny_model import write_tiny_model
 
 
@@ -71,8 +71,9 @@ class Deployment:
         stop_all(list(self.processes.values()), self.plan.shutdown_s)
 
     def kill(self, name: str) -> None:
-        """SIGKILL one server's process group, as a crash would (for failure tests)."""
-        self.processes[name].signal_group(9)
+        """SIGKILL one server's processes, as a crash would (for failure tests); return once they
+        are gone."""
+        kill_all([self.processes[name]])
 
     def restart(self, name: str) -> None:
         """Stop server `name` if it still runs, start it again with the same command, cores and

@@ -134,6 +134,16 @@ def stop_all(processes: list[Managed], grace_s: float) -> None:
             process.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             pass
+    _kill(processes, members)
+
+
+def kill_all(processes: list[Managed]) -> None:
+    """SIGKILL every process group at once, as a crash would, and return once all its members
+    are gone (those that left the group included)."""
+    _kill(processes, set().union(*(process.pids() for process in processes)) if processes else set())
+
+
+def _kill(processes: list[Managed], members: set[int]) -> None:
     for process in processes:
         process.signal_group(signal.SIGKILL)   # children of an exited leader may remain
         if process.alive():
@@ -143,6 +153,7 @@ def stop_all(processes: list[Managed], grace_s: float) -> None:
             psutil.Process(pid).kill()
         except psutil.Error:
             pass
-    deadline = time.monotonic() + 5.0   # a killed process is gone once the kernel has torn it down
+    # a killed process is gone once the kernel has torn it down (seconds for a server holding GBs)
+    deadline = time.monotonic() + 10.0
     while running(members) and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -77,6 +77,7 @@ def replay_with_kill(cfg: dict, deployment: Deployment, load: dict, victim: str,
         measurement = measure(cfg | {"workload": load}, deployment.plan.url)
     finally:
         killer.cancel()
+        killer.join()   # the kill returns once the victim's processes are gone
     table = measurement.requests
     print(f"{victim} killed after {after_s:g} s:\n" + table[["status", "reason"]].to_string())   # shown with -s
     return table, time.monotonic() - started
