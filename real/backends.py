@@ -77,12 +77,14 @@ def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> 
 
 async def poll_metrics(session: aiohttp.ClientSession, pools: list[Pool], every_s: float) -> None:
     """Forever: mark each backend up or down by whether it answers, and refresh its KV usage
-    where the pool routes by it. Pools that do not route by KV get only the cheap `/health`:
-    a vLLM server renders `/metrics` on the same core that runs its API server. A backend
-    marked down (by a failed poll or a failed request) is up again once it answers 200."""
+    where the pool routes by it and has a choice to make. Other pools (a pool of one backend
+    among them) get only the cheap `/health`: a vLLM server renders `/metrics` on the core that
+    runs its API server, and on a CPU deployment each render stalled the tokens it streams by
+    tens of ms. A backend marked down (by a failed poll or a failed request) is up again once it
+    answers 200."""
     while True:
         for pool in pools:
-            needs_kv = pool.router.policy == "least_kv"
+            needs_kv = pool.router.policy == "least_kv" and len(pool.backends) > 1
             for backend in pool.backends:
                 path = "/metrics" if needs_kv else "/health"
                 try:

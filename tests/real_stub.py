@@ -35,6 +35,7 @@ class StubServer:
     garbage_answer: bool = False           # answer non-streamed requests 200 with a body that is not JSON
     drop_requests: bool = False            # close the connection on every completion without answering
     received: list[dict[str, Any]] = field(default_factory=list)
+    polled: list[str] = field(default_factory=list)   # paths of the GETs answered
     app: web.Application = field(init=False)
 
     def __post_init__(self) -> None:
@@ -43,10 +44,12 @@ class StubServer:
         self.app.router.add_get("/health", self.health)
         self.app.router.add_get("/metrics", self.metrics)
 
-    async def health(self, _: web.Request) -> web.Response:
+    async def health(self, request: web.Request) -> web.Response:
+        self.polled.append(request.path)
         return web.Response(text="ok")
 
-    async def metrics(self, _: web.Request) -> web.Response:
+    async def metrics(self, request: web.Request) -> web.Response:
+        self.polled.append(request.path)
         return web.Response(text='# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{engine="0"} 0.25\n'
                                  f'# TYPE stub_requests counter\nstub_requests_total {len(self.received)}\n')
 

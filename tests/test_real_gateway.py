@@ -158,6 +158,16 @@ def test_least_kv_reads_the_servers_metrics():
     stubs = [StubServer("a"), StubServer("b")]
     _, table = run("monolithic", {"mixed": stubs}, workload(2), routers={"mixed": "least_kv"})
     assert (table["status"] == "completed").all()
+    assert all("/metrics" in stub.polled for stub in stubs)
+
+
+def test_a_pool_of_one_is_never_asked_for_its_metrics():
+    # nothing to choose, and rendering /metrics costs a CPU server's API core tens of ms
+    prefill, decode = StubServer("p"), StubServer("d")
+    _, table = run("disaggregated", {"prefill": [prefill], "decode": [decode]}, workload(2, gap_s=0.2),
+                   routers={"prefill": "least_kv", "decode": "least_kv"})
+    assert (table["status"] == "completed").all()
+    assert decode.polled and set(prefill.polled + decode.polled) == {"/health"}
 
 
 # --------------------------------------------------------------------------- the gateway never hangs a client
