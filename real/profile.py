@@ -21,12 +21,15 @@ Three stages, each on the cores the deployment would give one server (`real.core
      `compute_logits`, timed by wrapping them): scheduling, input preparation, sampling, output
      processing.
 3. **Through the deployment** (`profile_transfers`, `served_decode`): decode steps as served, and the
-   KV hand-off. A served decode point sends B requests at once to a 1P + 1D deployment and keeps
-   the median gap between streamed tokens while all B decode together: the decode step plus the
+   KV hand-off. A served decode point sends B requests at once (prompts of 32 tokens, and of 800,
+   whose contexts tell attention's KV reads apart from the per-step costs) to a 1P + 1D deployment
+   and keeps the median gap between streamed tokens while all B decode together: the decode step plus the
    server's front end (its API server detokenises and streams every token on the same core), which
    the offline engine does not have (its decode points are kept, source "engine decode step", to
    show that difference; `sim.calibrate --hold-out-source "engine decode"` leaves them out of the fit).
-   Measured twice: on the decode server of the 1P + 1D deployment (source "decode server,
+   The first served run of each server is discarded (a warm-up: in a profile without it, one stream
+   at context 112, measured first, took 14.3 ms a step on the monolithic server, and at context 880,
+   measured later, 10.0 ms). Measured twice: on the decode server of the 1P + 1D deployment (source "decode server,
    NixlConnector": the connector's work runs in every engine step) and on a lone monolithic
    server (source "monolithic server").
    KV hand-off: a 1P + 1D deployment over the configured connector
@@ -34,6 +37,11 @@ Three stages, each on the cores the deployment would give one server (`real.core
    growing length. The transfer time of a request is the decode server's queue time (vLLM's
    per-request metrics): the request waits there, in WAITING_FOR_REMOTE_KVS, from its arrival
    until its KV has been pulled. bytes = prompt tokens x the model's KV bytes per token.
+   Served prompts (kind `served_prompt`): the same lone prompts' time through the server's front
+   end and the prompt's step; on the prefill server, the proxy's send to its receipt of the
+   answer; on a lone monolithic server, the client's TTFT less the proxy hop. Less the step, this
+   is the front end's cost per request (`sim.calibrate --frontend`): receiving and tokenising the
+   request, handing it to the engine process, streaming the first token back.
 
 Settings are `real.profile.*` (configs/real/cpu.yaml); `real.profile.size=quick` runs a smaller
 grid (the test). The file is written to `real.profile.out` (relative paths: in Hydra's run
@@ -71,8 +79,11 @@ GRIDS: dict[str, dict[str, list[tuple[int, int]]]] = {
     },
 }
 TRANSFER_PROMPTS = {"default": [32, 256, 512, 1024, 2048], "quick": [64, 512]}
-SERVED_DECODE = {"default": [1, 2, 4, 8, 16], "quick": [1, 4]}   # concurrent streams through the deployment
-SERVED_DECODE_PROMPT, SERVED_DECODE_OUTPUT = 32, 160   # short prompts: the streams start decoding together
+# (concurrent streams, prompt tokens) through the deployment: short prompts, so that the streams start decoding
+# together, and long ones, whose contexts tell attention's KV reads apart from the per-step costs.
+SERVED_DECODE = {"default": [(1, 32), (2, 32), (4, 32), (8, 32), (16, 32), (1, 800), (4, 800), (8, 800)],
+                 "quick": [(1, 32), (4, 32)]}
+SERVED_DECODE_OUTPUT = 160
 DECODE_STEPS = 9          # consecutive decode steps timed per decode point (the median is kept)
 
 
@@ -347,8 +358,10 @@ def profile_transfers(cfg: Mapping[str, Any], work_dir: Path) -> tuple[list[dict
     with Deployment(plan, cfg["model"]):
         spec = fetch_spec(plan.url)
         outcomes = asyncio.run(replay(plan.url, spec.model, workload, model.vocab_size, limits))
-        served = [served_decode(plan.url, spec.model, model.vocab_size, limits, seqs, "decode server, NixlConnector")
-                  for seqs in SERVED_DECODE[size]]
+        server = "decode server, NixlConnector"
+        served_decode(plan.url, spec.model, model.vocab_size, limits, *SERVED_DECODE[size][0], server)   # warm-up
+        served = [served_decode(plan.url, spec.model, model.vocab_size, limits, seqs, prompt, server)
+                  for seqs, prompt in SERVED_DECODE[size]]
     table = requests_frame(outcomes, workload.prompt_tokens, workload.output_tokens, "disaggregated",
                            model.kv_bytes_per_token)
     points = []
@@ -362,10 +375,21 @@ def profile_transfers(cfg: Mapping[str, Any], work_dir: Path) -> tuple[list[dict
                        "source": f"decode server queue time, prompt {row.prompt_tokens} tokens"})
     hops = [float(o.headers["x-pdsim-prefill-sent"]) - o.sent_s for o in outcomes[1:]
             if "x-pdsim-prefill-sent" in o.headers]
+    # the prefill server's answer to a lone prompt, from the proxy's send to its receipt (no hop in it)
+    for outcome, prompt in zip(outcomes[1:], prompts[1:]):
+        if outcome.status == "completed" and {"x-pdsim-prefill-sent", "x-pdsim-prefill-done"} <= set(outcome.headers):
+            seconds = float(outcome.headers["x-pdsim-prefill-done"]) - float(outcome.headers["x-pdsim-prefill-sent"])
+            points.append(served_prompt_point(seconds, prompt, "prefill server, NixlConnector"))
     failed = int((table["status"] != "completed").sum())
     if failed:
         print(f"profile: {failed} transfer requests did not complete: {table['reason'].unique().tolist()}")
     return points + served, float(np.median(hops)) if hops else float("nan")
+
+
+def served_prompt_point(seconds: float, prompt: int, server: str) -> dict:
+    """A `served_prompt` point: a lone prompt's time through an idle server, its front end included."""
+    return {"kind": "served_prompt", "time_s": float(seconds), "chunks": [[int(prompt), 0]], "sampled_seqs": 1,
+            "source": f"served prompt ({server}): prompt {prompt} tokens alone"}
 
 
 def decode_gaps(token_times: Sequence[Sequence[float]]) -> np.ndarray:
@@ -377,13 +401,18 @@ def decode_gaps(token_times: Sequence[Sequence[float]]) -> np.ndarray:
     return np.concatenate(gaps) if gaps else np.array([])
 
 
-def profile_served_monolithic(cfg: Mapping[str, Any], work_dir: Path) -> list[dict]:
-    """Served decode points of one monolithic server (no KV connector), as `served_decode`."""
+def profile_served_monolithic(cfg: Mapping[str, Any], work_dir: Path, hop_s: float) -> list[dict]:
+    """Points of one monolithic server (no KV connector): served decode, as `served_decode`, and
+    served prompts: the prompts of the transfer stage sent alone, each a client's TTFT less the
+    router's hop `hop_s` (as the simulator counts it)."""
+    import asyncio
+
     from real.deployment import Deployment
     from real.measure import fetch_spec
     from real.plan import plan_deployment
-    from real.replay import ReplayLimits
+    from real.replay import ReplayLimits, replay
     from sim.catalog import model_from_config
+    from sim.workload_record import Workload
 
     serving = {"architecture": "monolithic", "instances": 1, "tp": 1, "router": "round_robin",
                "engine": _engine_config(cfg["serving"])}
@@ -391,14 +420,23 @@ def profile_served_monolithic(cfg: Mapping[str, Any], work_dir: Path) -> list[di
     timeouts = cfg["real"]["timeouts"]
     limits = ReplayLimits(float(timeouts["request_s"]), float(timeouts["idle_s"]))
     vocab = model_from_config(cfg["model"]).vocab_size
+    size, repeats = cfg["real"]["profile"]["size"], int(cfg["real"]["profile"]["repeats"])
+    prompts = [TRANSFER_PROMPTS[size][0]] + [p for p in TRANSFER_PROMPTS[size] for _ in range(repeats)]
+    gap = float(cfg["real"]["profile"]["transfer_gap_s"])
+    alone = Workload("served-prompts", np.arange(len(prompts)) * gap, np.array(prompts), np.ones(len(prompts), int),
+                     f"one prompt every {gap:g} s")
     with Deployment(plan, cfg["model"]):
         name = fetch_spec(plan.url).model
-        return [served_decode(plan.url, name, vocab, limits, seqs, "monolithic server")
-                for seqs in SERVED_DECODE[cfg["real"]["profile"]["size"]]]
+        outcomes = asyncio.run(replay(plan.url, name, alone, vocab, limits))
+        points = [served_prompt_point(o.token_times[0] - o.sent_s - hop_s, prompt, "monolithic server")
+                  for o, prompt in zip(outcomes[1:], prompts[1:]) if o.status == "completed" and o.token_times]
+        served_decode(plan.url, name, vocab, limits, *SERVED_DECODE[size][0], "monolithic server")   # warm-up
+        return points + [served_decode(plan.url, name, vocab, limits, seqs, prompt, "monolithic server")
+                         for seqs, prompt in SERVED_DECODE[size]]
 
 
-def served_decode(url: str, model: str, vocab_size: int, limits: Any, seqs: int, server: str) -> dict:
-    """A decode point measured through the deployment: `seqs` requests sent at once, the median
+def served_decode(url: str, model: str, vocab_size: int, limits: Any, seqs: int, prompt: int, server: str) -> dict:
+    """A decode point measured through the deployment: `seqs` requests of `prompt` tokens sent at once, the median
     gap between streamed tokens while all decode together. This is the server's decode step with
     its front end (the API server, which detokenises and streams every token on the same core)."""
     import asyncio
@@ -406,7 +444,6 @@ def served_decode(url: str, model: str, vocab_size: int, limits: Any, seqs: int,
     from real.replay import replay
     from sim.workload_record import Workload
 
-    prompt = SERVED_DECODE_PROMPT
     workload = Workload("served-decode", np.zeros(seqs), np.full(seqs, prompt), np.full(seqs, SERVED_DECODE_OUTPUT),
                         f"{seqs} requests at once")
     outcomes = asyncio.run(replay(url, model, workload, vocab_size, limits))
@@ -416,10 +453,11 @@ def served_decode(url: str, model: str, vocab_size: int, limits: Any, seqs: int,
     if gaps.size < 10:
         raise RuntimeError(f"served decode profile: the {seqs} streams hardly overlapped ({gaps.size} gaps)")
     context = prompt + SERVED_DECODE_OUTPUT // 2
-    print(f"profile: served decode ({server}) {seqs} seqs: {np.median(gaps) * 1e3:.2f} ms over {len(gaps)} gaps",
-          flush=True)
+    print(f"profile: served decode ({server}) {seqs} seqs at context ~{context}: {np.median(gaps) * 1e3:.2f} ms "
+          f"over {len(gaps)} gaps", flush=True)
     return {"kind": "decode", "time_s": float(np.median(gaps)), "chunks": [[1, context]] * seqs,
-            "sampled_seqs": seqs, "source": f"served decode ({server}): {seqs} streams, median token gap"}
+            "sampled_seqs": seqs,
+            "source": f"served decode ({server}): {seqs} streams at context ~{context}, median token gap"}
 
 
 # --------------------------------------------------------------------------------------- command
@@ -462,7 +500,7 @@ def profile(cfg: Mapping[str, Any], out_dir: Path, command: str) -> Path:
     points, hop = engine["points"], None
     if settings.get("transfers", True):
         transfers, hop = profile_transfers(cfg, out_dir / "profile")
-        points += transfers + profile_served_monolithic(cfg, out_dir / "profile")
+        points += transfers + profile_served_monolithic(cfg, out_dir / "profile", hop)
     model = model_from_config(cfg["model"])
     metadata = {
         "hardware": str(settings["hardware"]), "model": model.name, "tp": 1,

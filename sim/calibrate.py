@@ -1,13 +1,15 @@
-"""`python -m sim.calibrate <file> --name <name> [--holdout 0.2] [--seed 0] [--seq-overhead] [--fit-kinds K,...]
-[--hold-out-source TEXT ...] [--hardware NAME]`
+"""`python -m sim.calibrate <file> --name <name> [--holdout 0.2] [--seed 0] [--seq-overhead] [--kv-read]
+[--frontend] [--fit-kinds K,...] [--hold-out-source TEXT ...] [--hardware NAME]`
 
 Fits the step-time model of the file's hardware to its points (`sim.fit`), prints every
 point's measured and predicted time, and writes the named calibration
 configs/calibration/<name>.yaml. A hardware entry uses it with `calibration: <name>`.
 
 The named calibration holds the same keys as a hardware entry (`efficiency`,
-`allreduce_latency_s`, `step_overhead_s`, and `seq_overhead_s` when `--seq-overhead` fits the host
-cost per sampled sequence; see `sim.catalog.CALIBRATED`) plus where they come
+`allreduce_latency_s`, `step_overhead_s`, `seq_overhead_s` when `--seq-overhead` fits the host
+cost per sampled sequence, `efficiency.kv_read` when `--kv-read` fits attention's KV reads apart
+from `memory`, `frontend_s` when `--frontend` fits a server front end's seconds per request;
+see `sim.catalog.CALIBRATED`) plus where they come
 from: the calibration file and its metadata, the date of the fit, which parameters the
 points determined (the others keep the hardware entry's inline values), the error on the
 fitted and the held-out points, and the error of the inline values on the same points.
@@ -26,7 +28,7 @@ import yaml
 
 from sim.calibration import Point, read_calibration_file
 from sim.catalog import CONFIG_DIR, GPUSpec, ModelSpec, gpu_from_config, load_config, model_from_config
-from sim.fit import (EFFICIENCIES, PARAMETERS, SEQ_OVERHEAD, FitResult, fit, fit_links, holdout_mask, predict,
+from sim.fit import (EFFICIENCIES, FRONTEND, KV_READ, PARAMETERS, SEQ_OVERHEAD, FitResult, fit, fit_links, holdout_mask, predict,
                      relative_errors, summarise, with_parameters)
 
 
@@ -57,10 +59,10 @@ def calibration_record(name: str, hardware: str, source: dict[str, Any], points:
         "hardware": hardware,
         "date": dt.date.today().isoformat(),
         "source": source,
-        "efficiency": {key: values[key] for key in EFFICIENCIES},
+        "efficiency": {key: values[key] for key in EFFICIENCIES + ((KV_READ,) if KV_READ in values else ())},
         "allreduce_latency_s": values["allreduce_latency_s"],
         "step_overhead_s": values["step_overhead_s"],
-        **({SEQ_OVERHEAD: values[SEQ_OVERHEAD]} if SEQ_OVERHEAD in values else {}),
+        **{key: values[key] for key in (SEQ_OVERHEAD, FRONTEND) if key in values},
         "fitted_parameters": list(result.free),
         "error": error_report(points, predict(points, with_parameters(prior, values), models), result),
         "error_with_inline_values": error_report(points, predict(points, prior, models), result),
@@ -83,7 +85,7 @@ def write_named_calibration(record: dict[str, Any], directory: Path = CONFIG_DIR
 def point_table(points: Sequence[Point], result: FitResult) -> str:
     """One line per point: what it is, measured and predicted ms, relative error, its role."""
     errors = relative_errors(result.predicted_s, points)
-    lines = [f"{'#':>5} {'kind':<9} {'model':<13} {'tp':>2} {'what':<38} {'measured ms':>12} "
+    lines = [f"{'#':>5} {'kind':<13} {'model':<13} {'tp':>2} {'what':<38} {'measured ms':>12} "
              f"{'model ms':>10} {'error':>8}  role"]
     for i, (point, predicted, error) in enumerate(zip(points, result.predicted_s, errors)):
         if point.batch is not None:
@@ -93,7 +95,7 @@ def point_table(points: Sequence[Point], result: FitResult) -> str:
             what = f"{point.bytes:.4g} B" + (f" over {point.link}" if point.link else "")
         role = "fit" if result.fitted[i] else "held out" if result.held_out[i] else "link"
         shown = f"{predicted * 1e3:10.4f} {error:+8.1%}" if np.isfinite(predicted) else f"{'-':>10} {'-':>8}"
-        lines.append(f"{i:5d} {point.kind:<9} {point.model:<13} {point.tp:2d} {what[:38]:<38} "
+        lines.append(f"{i:5d} {point.kind:<13} {point.model:<13} {point.tp:2d} {what[:38]:<38} "
                      f"{point.time_s * 1e3:12.4f} {shown}  {role}")
     return "\n".join(lines)
 
@@ -102,7 +104,7 @@ def summary_lines(record: dict[str, Any]) -> str:
     lines = [f"fitted {record['fitted_parameters']}: efficiency {record['efficiency']}, "
              f"allreduce_latency_s {record['allreduce_latency_s']:.3g}, "
              f"step_overhead_s {record['step_overhead_s']:.3g}"
-             + (f", seq_overhead_s {record[SEQ_OVERHEAD]:.3g}" if SEQ_OVERHEAD in record else "")]
+             + "".join(f", {key} {record[key]:.3g}" for key in (SEQ_OVERHEAD, FRONTEND) if key in record)]
     for label, key in (("calibrated", "error"), ("inline values", "error_with_inline_values")):
         for role, s in record[key].items():
             if s:
@@ -122,6 +124,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--seed", type=int, default=0, help="seed of the held-out draw")
     parser.add_argument("--seq-overhead", action="store_true",
                         help="also fit seq_overhead_s, the host seconds per sequence sampled in a step")
+    parser.add_argument("--kv-read", action="store_true",
+                        help="also fit efficiency.kv_read, attention's KV-read efficiency apart from memory's "
+                             "(needs decode points at several contexts)")
+    parser.add_argument("--frontend", action="store_true",
+                        help="also fit frontend_s, a server front end's seconds per request (from served_prompt "
+                             "points; include the kind in --fit-kinds)")
     parser.add_argument("--fit-kinds", default=None,
                         help="comma-separated point kinds to fit (e.g. prefill,decode,mixed); points of other "
                              "kinds are held out and reported. Default: every kind")
@@ -138,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     points = calibration.points
     hardware = args.hardware or calibration.hardware
     prior, models = inline_gpu(hardware), models_of(points)
-    names = PARAMETERS + ((SEQ_OVERHEAD,) if args.seq_overhead else ())
+    names = PARAMETERS + tuple(name for name, asked in ((SEQ_OVERHEAD, args.seq_overhead), (KV_READ, args.kv_read),
+                                                        (FRONTEND, args.frontend)) if asked)
     held = holdout_mask(len(points), args.holdout, args.seed)
     if args.fit_kinds:
         kinds = set(args.fit_kinds.split(","))

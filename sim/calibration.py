@@ -22,6 +22,9 @@ A point is one measured step, kernel class or transfer:
 
     kind      required. What `time_s` covers:
                 prefill | decode | mixed  a whole engine step (StepTimeModel.cost)
+                served_prompt             a lone prompt sent to an idle server, from the router's send to its
+                                          first token back, less the router's hop: the server's front end
+                                          (`GPUSpec.frontend_s`) plus the prompt's step
                 linear                    the linear layers of that step only (all layers, lm_head for the
                                           sampled sequences)
                 attention                 the attention of that step only (all layers)
@@ -52,7 +55,7 @@ from typing import Any
 
 from sim.step_time import BatchShape
 
-STEP_KINDS = ("prefill", "decode", "mixed", "linear", "attention", "overhead")
+STEP_KINDS = ("prefill", "decode", "mixed", "served_prompt", "linear", "attention", "overhead")
 KINDS = STEP_KINDS + ("allreduce", "transfer")
 BATCH_FIELDS = ("tokens", "attention_pairs", "kv_read_tokens", "sampled_seqs")
 REQUIRED_METADATA = ("hardware", "model", "tp", "date")

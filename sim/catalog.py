@@ -101,6 +101,10 @@ class Efficiency:
     attention: float
     memory: float
     nvlink: float
+    # Attention's reads of the KV cache, where they bound it (decode): None = `memory`. A kernel that
+    # gathers scattered blocks, or converts each element (bf16 on a core without bf16 arithmetic),
+    # reaches less of the bandwidth than the linear layers' streaming weight reads.
+    kv_read: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +120,9 @@ class GPUSpec:
     allreduce_latency_s: float
     step_overhead_s: float
     seq_overhead_s: float = 0.0   # host seconds per sequence sampled in a step (0: not modelled)
+    # Seconds a server's front end (API server) adds to each request it is sent: receiving and tokenising
+    # it, handing it to the engine, and streaming its first token back (0: not modelled).
+    frontend_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +135,10 @@ class LinkSpec:
     efficiency: float
     latency_s: float           # fixed cost per transfer
     proxy_hop_s: float         # one HTTP hop through the router/proxy
+    # True: the source instance serves a pull only between its engine steps (NIXL over UCX with its
+    # progress thread off: the prefill engine's own loop progresses the transfer), so a pull that finds
+    # the source mid-step starts when that step ends. False: the source does no work (RDMA read).
+    served_between_steps: bool = False
 
     def endpoint_bandwidth(self, tp: int, gpus_per_node: int) -> float:
         """Achievable B/s into or out of one instance of `tp` GPUs."""
@@ -149,7 +160,7 @@ def model_from_config(cfg: Mapping[str, Any]) -> ModelSpec:
 
 
 # What a named calibration sets in a hardware entry (same keys, same layout).
-CALIBRATED = ("efficiency", "allreduce_latency_s", "step_overhead_s", "seq_overhead_s")
+CALIBRATED = ("efficiency", "allreduce_latency_s", "step_overhead_s", "seq_overhead_s", "frontend_s")
 
 
 def load_config(group: str, name: str) -> dict[str, Any]:

@@ -5,7 +5,11 @@ Disaggregated requests follow vLLM's proxy protocol: the proxy sends the prompt 
 instance with max_tokens=1 (one hop); when the prefill returns (a hop back), the proxy sends
 the request to a decode instance (a third hop). The decode instance reserves blocks for the
 whole prompt, pulls the KV from the prefill instance, which holds its blocks until the pull
-ends, and then computes the last prompt token to sample the first output token.
+ends, and then computes the last prompt token to sample the first output token. A request
+sent to a server also waits for that server's front end (`GPUSpec.frontend_s`: tokenising,
+hand-off to the engine, the first token back; 0 unless calibrated). Where the link's pulls
+are served between the source's steps (`LinkSpec.served_between_steps`), a pull that finds
+the prefill instance mid-step starts when that step ends.
 
 Failures (`sim.faults`): a failed instance loses what it held; the proxy resends a request
 that had no token yet (up to `max_retries`) and reports the others failed. A KV pull that
@@ -54,6 +58,7 @@ class Cluster:
         self.faults = options.faults
         self.model: ModelSpec = spec.model
         self.hop_s = spec.link.proxy_hop_s
+        self.frontend_s = {pool.role: pool.gpu.frontend_s for pool in spec.pools}
         self.requests: list[Request] = []
         self.itl = WeightedSamples()
         self.engines: dict[str, list[Engine]] = {}
@@ -115,8 +120,17 @@ class Cluster:
             self._end(request, "failed", f"no {role} instance up")
         return engine
 
+    def _send(self, engine: Engine, seq: Sequence, hops: int = 1) -> None:
+        """`seq` reaches `engine` after `hops` proxy hops and the server's front end."""
+        delay = hops * self.hop_s + self.frontend_s[engine.role]
+        if delay > 0:
+            self._after(delay, lambda: self._deliver(engine, seq))
+        else:
+            self._deliver(engine, seq)
+
     def _deliver(self, engine: Engine, seq: Sequence) -> None:
-        """After the proxy hop: an instance that went down meanwhile loses the request."""
+        """After the proxy hop and the server's front end: an instance that went down meanwhile
+        loses the request."""
         if engine.up:
             engine.submit(seq)
         else:
@@ -191,7 +205,7 @@ class MonolithicCluster(Cluster):
         engine = self._route(MIXED, request)
         if engine is not None:
             seq = Sequence(request, request.prompt_tokens, request.output_tokens)
-            self._after(self.hop_s, lambda: self._deliver(engine, seq))
+            self._send(engine, seq)
 
     def _on_token(self, engine: Engine, seq: Sequence, now: float) -> None:
         request = seq.request
@@ -251,7 +265,7 @@ class DisaggregatedCluster(Cluster):
         engine = self._route(PREFILL, request)
         if engine is not None:
             seq = Sequence(request, request.prompt_tokens, max_new_tokens=1)
-            self._after(self.hop_s, lambda: self._deliver(engine, seq))
+            self._send(engine, seq)
 
     def _prefill_on_decode(self, request: Request) -> None:
         """No prefill instance is up: a decode instance computes the prompt and decodes, as one
@@ -260,7 +274,7 @@ class DisaggregatedCluster(Cluster):
         if engine is not None:
             request.decode_instance = engine.instance_id
             seq = Sequence(request, request.prompt_tokens, request.output_tokens)
-            self._after(self.hop_s, lambda: self._deliver(engine, seq))
+            self._send(engine, seq)
 
     def _on_prefill_token(self, engine: Engine, seq: Sequence, now: float) -> None:
         seq.request.prefill_end_s = now   # the sampled token is discarded by the proxy
@@ -289,8 +303,8 @@ class DisaggregatedCluster(Cluster):
         engine = self._route(DECODE, request)
         if engine is not None:
             request.decode_instance = engine.instance_id
-            self._deliver(engine, Sequence(request, request.prompt_tokens, request.output_tokens,
-                                           needs_remote_kv=True))
+            self._send(engine, Sequence(request, request.prompt_tokens, request.output_tokens, needs_remote_kv=True),
+                       hops=0)
 
     def _start_pull(self, decode_engine: Engine, seq: Sequence) -> None:
         request = seq.request
@@ -330,11 +344,17 @@ class DisaggregatedCluster(Cluster):
                 decode_engine.drop(seq)
                 self._end(request, "failed", "KV pull failed")
 
-        if not held.alive:
-            self._after(self.spec.link.latency_s, failed)
-            return
-        self.network.transfer(self.endpoints[held.engine.instance_id],
-                              self.endpoints[decode_engine.instance_id], nbytes, pulled, failed)
+        def start() -> None:
+            if not held.alive:
+                self._after(self.spec.link.latency_s, failed)
+                return
+            self.network.transfer(self.endpoints[held.engine.instance_id],
+                                  self.endpoints[decode_engine.instance_id], nbytes, pulled, failed)
+
+        if self.spec.link.served_between_steps:
+            held.engine.at_step_boundary(start)
+        else:
+            start()
 
 
 def _ignore(_engine: Engine, _seq: Sequence, _now: float) -> None:

@@ -97,6 +97,7 @@ class Engine:
         self._wakeup: simpy.Event | None = None
         self._recovered: simpy.Event | None = None
         self._window: DecodeWindow | None = None
+        self._step_end_s: float | None = None   # end of the single step running now
         self._process = env.process(self._run())
 
     def fail(self) -> None:
@@ -156,6 +157,19 @@ class Engine:
         """Tokens still to compute for the sequences queued or running here (a decode counts one)."""
         queues = (self.scheduler.waiting, self.scheduler.ready, self.scheduler.running)
         return sum(seq.num_tokens - seq.num_computed for queue in queues for seq in queue)
+
+    def at_step_boundary(self, action: Callable[[], None]) -> None:
+        """Call `action` when the step running now ends (after the engine's own bookkeeping of
+        that instant), or now if the engine is between steps, idle or down."""
+        window = self._window
+        if window is not None:
+            at = float(window.ends[window.steps_done_by(self.env.now) - 1])
+        elif self._step_end_s is not None:
+            at = self._step_end_s
+        else:
+            action()
+            return
+        StepEnd(self.env, at).callbacks.append(lambda _event: action())
 
     def _wake(self) -> None:
         if self._wakeup is not None and not self._wakeup.triggered:
@@ -218,6 +232,7 @@ class Engine:
             self.prefix_cache.clear()
         self.outstanding = 0
         self._wakeup = None
+        self._step_end_s = None
         self.hooks.on_lost(self, lost, now)
 
     def _serve(self):
@@ -243,7 +258,9 @@ class Engine:
                 yield from self._run_window(window)
                 continue
             cost = self.step_model.cost(self._shape(step))
-            yield StepEnd(env, env.now + cost.time_s)
+            self._step_end_s = env.now + cost.time_s
+            yield StepEnd(env, self._step_end_s)
+            self._step_end_s = None
             self.steps += 1
             self.utilisation.add(start, env.now, cost.flops, cost.bytes)
             self._complete(step, env.now)

@@ -2,8 +2,9 @@
 
 The fitted quantities are the physical ones the model already has (`sim.step_time`):
 `Efficiency.gemm`, `.attention`, `.memory`, `.nvlink` (fractions of datasheet peaks, in (0, 1])
-and `GPUSpec.allreduce_latency_s`, `.step_overhead_s` (seconds, >= 0), `.seq_overhead_s` (seconds
-per sampled sequence, >= 0). The fit minimises the sum
+and `GPUSpec.allreduce_latency_s`, `.step_overhead_s` (seconds, >= 0); when asked, `.seq_overhead_s`
+(seconds per sampled sequence, >= 0), `Efficiency.kv_read` (attention's KV reads apart from
+`memory`) and `.frontend_s` (a server front end's seconds per request, from `served_prompt` points). The fit minimises the sum
 of squared relative errors (predicted / measured - 1) with scipy's bounded least squares.
 
 A parameter that no point depends on (no attention points, no TP > 1, no whole steps) keeps
@@ -32,10 +33,16 @@ LATENCIES = ("allreduce_latency_s", "step_overhead_s")
 # Fitted only when asked (`fit(..., parameters=PARAMETERS + (SEQ_OVERHEAD,))`): a host cost per sampled
 # sequence, which a GPU profile of kernels does not contain but a CPU server's steps do.
 SEQ_OVERHEAD = "seq_overhead_s"
+# Fitted only when asked: attention's KV-read efficiency apart from `memory` (it needs decode points at
+# more than one context to be told apart from the per-step costs).
+KV_READ = "kv_read"
+# Fitted only when asked, from `served_prompt` points: the server front end's seconds per request.
+FRONTEND = "frontend_s"
 PARAMETERS = EFFICIENCIES + LATENCIES
+_FRACTIONS = EFFICIENCIES + (KV_READ,)   # bounded to (0, 1]
 # Units the optimiser works in, so that every variable is of order one.
-_SCALE = {"gemm": 1.0, "attention": 1.0, "memory": 1.0, "nvlink": 1.0,
-          "allreduce_latency_s": 1e-6, "step_overhead_s": 1e-3, "seq_overhead_s": 1e-4}
+_SCALE = {"gemm": 1.0, "attention": 1.0, "memory": 1.0, "nvlink": 1.0, "kv_read": 1.0,
+          "allreduce_latency_s": 1e-6, "step_overhead_s": 1e-3, "seq_overhead_s": 1e-4, "frontend_s": 1e-3}
 _MIN_EFFICIENCY = 1e-3   # an efficiency of 0 would make a kernel take forever
 
 
@@ -63,21 +70,27 @@ class ErrorSummary:
 
 
 def parameters_of(gpu: GPUSpec, names: Sequence[str] = PARAMETERS) -> dict[str, float]:
-    """The values of `names` (PARAMETERS, optionally SEQ_OVERHEAD) in `gpu`."""
+    """The values of `names` (PARAMETERS, optionally SEQ_OVERHEAD, KV_READ) in `gpu`; KV_READ is
+    `memory`'s where the entry does not set it apart."""
     eff = gpu.efficiency
     values = {"gemm": eff.gemm, "attention": eff.attention, "memory": eff.memory, "nvlink": eff.nvlink,
+              KV_READ: eff.memory if eff.kv_read is None else eff.kv_read,
               "allreduce_latency_s": gpu.allreduce_latency_s, "step_overhead_s": gpu.step_overhead_s,
-              SEQ_OVERHEAD: gpu.seq_overhead_s}
+              SEQ_OVERHEAD: gpu.seq_overhead_s, FRONTEND: gpu.frontend_s}
     return {name: values[name] for name in names}
 
 
 def with_parameters(gpu: GPUSpec, values: Mapping[str, float]) -> GPUSpec:
-    """`gpu` with the efficiencies and latencies in `values` (the others unchanged)."""
-    current = parameters_of(gpu, PARAMETERS + (SEQ_OVERHEAD,)) | dict(values)
-    return replace(gpu, efficiency=Efficiency(*(float(current[name]) for name in EFFICIENCIES)),
+    """`gpu` with the efficiencies and latencies in `values` (the others unchanged; KV_READ stays
+    tied to `memory` unless `values` or `gpu` sets it)."""
+    current = parameters_of(gpu, PARAMETERS + (SEQ_OVERHEAD, FRONTEND)) | dict(values)
+    kv_read = values.get(KV_READ, gpu.efficiency.kv_read)
+    efficiency = Efficiency(*(float(current[name]) for name in EFFICIENCIES),
+                            kv_read=None if kv_read is None else float(kv_read))
+    return replace(gpu, efficiency=efficiency,
                    allreduce_latency_s=float(current["allreduce_latency_s"]),
                    step_overhead_s=float(current["step_overhead_s"]),
-                   seq_overhead_s=float(current["seq_overhead_s"]))
+                   seq_overhead_s=float(current["seq_overhead_s"]), frontend_s=float(current[FRONTEND]))
 
 
 def predict(points: Sequence[Point], gpu: GPUSpec, models: Mapping[str, ModelSpec]) -> np.ndarray:
@@ -100,6 +113,8 @@ def _predict_one(step: StepTimeModel, point: Point) -> float:
     parts = step.breakdown(point.batch)
     if point.kind in parts:          # a kernel class measured on its own
         return parts[point.kind]
+    if point.kind == "served_prompt":
+        return step.gpu.frontend_s + sum(parts.values())
     return sum(parts.values())       # a whole step: prefill, decode or mixed
 
 
@@ -130,7 +145,8 @@ def fit(points: Sequence[Point], gpu: GPUSpec, models: Mapping[str, ModelSpec],
         held_out: np.ndarray | None = None, parameters: Sequence[str] = PARAMETERS) -> FitResult:
     """Least squares on relative error over the points not `held_out` (and not transfers),
     starting from the hardware config's values in `gpu`; `parameters` are the candidates to fit
-    (add SEQ_OVERHEAD for the per-sequence host cost)."""
+    (add SEQ_OVERHEAD for the per-sequence host cost, KV_READ for attention's KV reads apart,
+    FRONTEND for the server front end's cost per request)."""
     held_out = np.zeros(len(points), dtype=bool) if held_out is None else np.asarray(held_out, dtype=bool)
     modelled = np.array([p.kind != "transfer" for p in points])
     fitted = modelled & ~held_out
@@ -146,8 +162,8 @@ def fit(points: Sequence[Point], gpu: GPUSpec, models: Mapping[str, ModelSpec],
             values = {name: v * _SCALE[name] for name, v in zip(free, x)}
             return predict(train, with_parameters(gpu, values), models) / measured - 1.0
 
-        lower = [_MIN_EFFICIENCY if name in EFFICIENCIES else 0.0 for name in free]
-        upper = [1.0 if name in EFFICIENCIES else np.inf for name in free]
+        lower = [_MIN_EFFICIENCY if name in _FRACTIONS else 0.0 for name in free]
+        upper = [1.0 if name in _FRACTIONS else np.inf for name in free]
         start = np.clip([prior[name] / _SCALE[name] for name in free], lower, upper)
         solution = least_squares(residuals, start, bounds=(lower, upper), x_scale="jac")
         values = prior | {name: float(v * _SCALE[name]) for name, v in zip(free, solution.x)}
@@ -169,7 +185,7 @@ def _influential_parameters(points: Sequence[Point], gpu: GPUSpec, models: Mappi
     """Of `names`, the parameters that some point's prediction depends on anywhere in their range:
     an efficiency probed at its floor (every kernel of its class then bound by it), a latency raised."""
     base, prior = predict(points, gpu, models), parameters_of(gpu, names)
-    probes = {name: _MIN_EFFICIENCY if name in EFFICIENCIES else prior[name] + _SCALE[name] for name in names}
+    probes = {name: _MIN_EFFICIENCY if name in _FRACTIONS else prior[name] + _SCALE[name] for name in names}
     return tuple(name for name in names if _moves_predictions(points, gpu, models, name, probes[name], base))
 
 

@@ -16,7 +16,7 @@ batch, on one instance of `tp` GPUs:
   on a CPU with a tiny model).
 
 Each kernel class takes max(compute time, memory time) with the calibrated efficiencies of
-`Efficiency`; the classes run one after another, so their times add. Activation traffic and
+`Efficiency` (attention's KV reads with `kv_read`, which is `memory` unless calibrated apart); the classes run one after another, so their times add. Activation traffic and
 element-wise ops are left out: for the batch sizes of LLM serving they are a few percent of
 the GEMM and attention traffic and are absorbed by the calibrated efficiencies.
 """
@@ -92,6 +92,7 @@ class StepTimeModel:
         self._gemm_flops_per_s = gpu.peak_flops * eff.gemm * tp
         self._attention_flops_per_s = gpu.peak_flops * eff.attention * tp
         self._memory_bytes_per_s = gpu.memory_bandwidth * eff.memory * tp
+        self._kv_read_bytes_per_s = gpu.memory_bandwidth * (eff.memory if eff.kv_read is None else eff.kv_read) * tp
         self._linear_flops_per_token = 2.0 * model.active_params_per_token
         self._lm_head_flops_per_seq = 2.0 * model.hidden_size * model.vocab_size
         self._attention_flops_per_pair = 4.0 * model.q_size * model.num_layers
@@ -162,7 +163,7 @@ class StepTimeModel:
         flops = self._attention_flops_per_pair * pairs
         # Every KV token of the context is read, every new one written.
         kv_bytes = self._kv_bytes_per_token * (kv_read_tokens + tokens)
-        return maximum(flops / self._attention_flops_per_s, kv_bytes / self._memory_bytes_per_s), flops, kv_bytes
+        return maximum(flops / self._attention_flops_per_s, kv_bytes / self._kv_read_bytes_per_s), flops, kv_bytes
 
     def _overhead(self, sampled_seqs: int) -> float:
         """Host seconds of a step: fixed, plus per sequence that samples a token."""

@@ -120,8 +120,8 @@ def test_cli_writes_a_calibration_that_a_hardware_entry_loads(tmp_path, monkeypa
 CPU_TRUE = {"gemm": 0.09, "attention": 0.2, "memory": 0.6, "step_overhead_s": 3e-3, "seq_overhead_s": 4e-4}
 
 
-def cpu_points(seed: int = 0, noise: float = 0.02) -> list[Point]:
-    """Whole steps of the tiny Llama on one core (cpu-core), timed by the model with CPU_TRUE,
+def cpu_points(seed: int = 0, noise: float = 0.02, truth: dict = CPU_TRUE) -> list[Point]:
+    """Whole steps of the tiny Llama on one core (cpu-core), timed by the model with `truth`,
     a host cost per sampled sequence included; times (1 + noise) lognormal."""
     from sim.catalog import model_from_config
 
@@ -130,7 +130,7 @@ def cpu_points(seed: int = 0, noise: float = 0.02) -> list[Point]:
     shapes += [("decode", BatchShape.of([(1, c)] * b, b)) for b in (1, 4, 16, 64) for c in (128, 2048)]
     shapes += [("mixed", BatchShape.of([(256, 0)] + [(1, 500)] * b, b + 1)) for b in (4, 16)]
     points = [Point(kind, 1.0, "tiny-llama", 1, batch) for kind, batch in shapes]
-    gpu = with_parameters(gpu_from_config({**load_yaml("hardware", "cpu-core"), "calibration": None}), CPU_TRUE)
+    gpu = with_parameters(gpu_from_config({**load_yaml("hardware", "cpu-core"), "calibration": None}), truth)
     models = {"tiny-llama": model_from_config(load_yaml("model", "tiny-llama"))}
     times = predict(points, gpu, models) * np.random.default_rng(seed).lognormal(0.0, noise, len(points))
     return [Point(p.kind, float(t), p.model, p.tp, p.batch) for p, t in zip(points, times)], models
@@ -149,6 +149,55 @@ def test_fit_recovers_the_host_cost_per_sampled_sequence():
     without = fit(points, prior, models)                  # the same points, no per-sequence term
     assert SEQ_OVERHEAD not in without.parameters
     assert with_term < 0.03 < np.median(np.abs(relative_errors(without.predicted_s, points)))
+
+
+def test_fit_recovers_a_kv_read_efficiency_apart_from_memory():
+    # decode attention reading its KV at a fifth of the weights' efficiency: only the decode points
+    # at two contexts tell it apart; fitting it recovers it, leaving it tied to memory does not fit
+    from sim.fit import KV_READ, PARAMETERS, SEQ_OVERHEAD
+
+    truth = CPU_TRUE | {KV_READ: 0.12}
+    points, models = cpu_points(truth=truth)
+    prior = gpu_from_config({**load_yaml("hardware", "cpu-core"), "calibration": None})
+    result = fit(points, prior, models, parameters=PARAMETERS + (SEQ_OVERHEAD, KV_READ))
+    assert KV_READ in result.free
+    for name in ("memory", "kv_read", "step_overhead_s", "seq_overhead_s"):
+        assert result.parameters[name] == pytest.approx(truth[name], rel=0.1), name
+    tied = fit(points, prior, models, parameters=PARAMETERS + (SEQ_OVERHEAD,))
+    assert KV_READ not in tied.parameters
+    worst = [np.abs(relative_errors(r.predicted_s, points)).max() for r in (result, tied)]
+    assert worst[0] < 0.06 and worst[1] > 0.15
+
+
+def test_fit_recovers_the_front_end_cost_from_served_prompts():
+    # lone prompts through a server take its front end's 9 ms plus the prompt's step
+    from sim.fit import FRONTEND, PARAMETERS, SEQ_OVERHEAD
+
+    truth = CPU_TRUE | {FRONTEND: 9e-3}
+    steps, models = cpu_points(truth=truth)
+    prompts = [Point("served_prompt", 1.0, "tiny-llama", 1, BatchShape.of([(n, 0)], 1)) for n in (32, 256, 1024, 2048)]
+    gpu = with_parameters(gpu_from_config({**load_yaml("hardware", "cpu-core"), "calibration": None}), truth)
+    times = predict(prompts, gpu, models) * np.random.default_rng(1).lognormal(0.0, 0.02, len(prompts))
+    points = steps + [Point(p.kind, float(t), p.model, p.tp, p.batch) for p, t in zip(prompts, times)]
+    prior = gpu_from_config({**load_yaml("hardware", "cpu-core"), "calibration": None})
+    result = fit(points, prior, models, parameters=PARAMETERS + (SEQ_OVERHEAD, FRONTEND))
+    assert FRONTEND in result.free
+    assert result.parameters[FRONTEND] == pytest.approx(9e-3, rel=0.15)
+    assert result.parameters["step_overhead_s"] == pytest.approx(truth["step_overhead_s"], rel=0.1)
+    # without served prompts nothing depends on it: it keeps the entry's value (0)
+    assert fit(steps, prior, models, parameters=PARAMETERS + (SEQ_OVERHEAD, FRONTEND)).parameters[FRONTEND] == 0.0
+
+
+def test_kv_read_efficiency_slows_only_attention_reads(h100, llama8b):
+    from dataclasses import replace
+
+    from sim.step_time import StepTimeModel
+    slow = replace(h100, efficiency=replace(h100.efficiency, kv_read=h100.efficiency.memory / 4))
+    decode, prompt = BatchShape.of([(1, 8000)] * 64, 64), BatchShape.of([(4000, 0)], 1)
+    base, costly = StepTimeModel(llama8b, h100, 1), StepTimeModel(llama8b, slow, 1)
+    assert costly.breakdown(decode)["attention"] == pytest.approx(4 * base.breakdown(decode)["attention"])
+    assert costly.breakdown(decode)["linear"] == base.breakdown(decode)["linear"]
+    assert costly.cost(prompt).time_s == base.cost(prompt).time_s    # prefill attention is compute-bound
 
 
 def test_a_zero_host_cost_per_sequence_changes_no_step_time(h100, llama8b):

@@ -52,6 +52,32 @@ def test_lone_disaggregated_request_adds_hops_and_transfer():
     assert row.prefill_instance != row.decode_instance
 
 
+def test_each_server_a_request_reaches_adds_its_front_end():
+    # monolithic: one server; disaggregated: the prefill server and then the decode server
+    for serving, servers in (("monolithic", 1), ("disaggregated", 2)):
+        base = simulate(spec_for(f"serving={serving}"), one_request(3000, 3)).requests.iloc[0]
+        slow = simulate(spec_for(f"serving={serving}", "+hardware.frontend_s=0.009"), one_request(3000, 3)).requests.iloc[0]
+        assert slow.ttft_s - base.ttft_s == pytest.approx(servers * 0.009, rel=1e-9)
+        assert slow.e2e_s - slow.ttft_s == pytest.approx(base.e2e_s - base.ttft_s, rel=1e-9)
+
+
+@pytest.mark.parametrize("between_steps", [True, False])
+def test_a_pull_served_between_steps_waits_for_the_prefill_step_in_progress(between_steps):
+    # A's prompt is done and held when B's long prefill step starts; A's pull then finds the prefill
+    # instance mid-step. Served between steps (NIXL without its progress thread), it starts at that
+    # step's end; otherwise it takes the link's time alone.
+    spec = spec_for("serving=disaggregated", "serving.prefill.instances=1", "network=cpu-nixl",
+                    f"network.served_between_steps={str(between_steps).lower()}")
+    two = Workload("two", np.array([0.0, 1e-4]), np.array([100, 6000]), np.array([3, 3]), "test")
+    a, b = simulate(spec, two).requests.itertuples()
+    assert a.prefill_end_s <= b.prefill_start_s < a.transfer_start_s < b.prefill_end_s   # B's step was running
+    lone = spec.link.latency_s + kv_transfer_bytes(spec.model, 100) / spec.link.endpoint_bandwidth(1, 8)
+    if between_steps:
+        assert a.transfer_end_s == pytest.approx(b.prefill_end_s + lone, rel=1e-12)
+    else:
+        assert a.transfer_end_s - a.transfer_start_s == pytest.approx(lone, rel=1e-12)
+
+
 def poisson(rate, duration, prompt, output, seed=0):
     rng = np.random.default_rng(seed)
     gaps = rng.exponential(1 / rate, int(rate * duration))

@@ -36,6 +36,8 @@ def test_fast_path_matches_reference_on_stress_loads(overrides):
     ("serving.monolithic.router=least_kv", "workload.window.duration_s=300", "workload.rate_scale=3"),
     ("workload=azure_code", "workload.window.duration_s=600", "serving.disaggregated.decode.router=least_kv"),
     ("workload.window.duration_s=200", "workload.rate_scale=6", "network=tcp", "serving.disaggregated.prefill.instances=1"),
+    ("workload.window.duration_s=200", "workload.rate_scale=6", "network=cpu-nixl",
+     "serving.disaggregated.prefill.instances=1"),   # pulls served between the prefill steps
 ])
 def test_fast_path_matches_reference_on_traces(overrides):
     cfg = compose_config(*overrides)

@@ -2,8 +2,9 @@
 settings a profile runs with."""
 
 import numpy as np
+import pytest
 
-from real.profile import GRIDS, SERVED_DECODE, TRANSFER_PROMPTS, _engine_config, decode_gaps
+from real.profile import GRIDS, SERVED_DECODE, TRANSFER_PROMPTS, _engine_config, decode_gaps, served_prompt_point
 
 
 def test_decode_gaps_keep_only_the_steps_where_every_stream_decodes():
@@ -19,6 +20,7 @@ def test_every_grid_has_each_kind_and_the_quick_one_is_smaller():
     for size in ("default", "quick"):
         assert set(GRIDS[size]) == {"prefill", "decode", "mixed"} and TRANSFER_PROMPTS[size] and SERVED_DECODE[size]
     assert sum(map(len, GRIDS["quick"].values())) < sum(map(len, GRIDS["default"].values()))
+    assert len({prompt for _, prompt in SERVED_DECODE["default"]}) >= 2   # contexts apart: kv_read can be fitted
 
 
 def test_the_engine_settings_come_from_any_serving_config():
@@ -26,3 +28,20 @@ def test_the_engine_settings_come_from_any_serving_config():
     assert _engine_config({"architecture": "monolithic", "engine": engine}) is engine
     assert _engine_config({"architecture": "disaggregated", "prefill": {"engine": engine}}) is engine
     assert _engine_config({"architecture": "compare", "monolithic": {"engine": engine}}) is engine
+
+
+def test_a_served_prompt_is_a_point_of_one_prompt_that_the_front_end_adds_to():
+    from dataclasses import replace
+
+    from sim.calibration import parse_calibration
+    from sim.catalog import gpu_from_config, load_config, model_from_config
+    from sim.fit import predict
+
+    record = {"model": "tiny-llama", "tp": 1, **served_prompt_point(0.5, 1024, "monolithic server")}
+    (point,) = parse_calibration({"metadata": {"hardware": "cpu-core", "model": "tiny-llama", "tp": 1, "date": "x"},
+                                  "points": [record]}, "test").points
+    assert point.kind == "served_prompt" and point.batch.tokens == 1024 and point.batch.sampled_seqs == 1
+    gpu = gpu_from_config(load_config("hardware", "cpu-core"))
+    models = {"tiny-llama": model_from_config(load_config("model", "tiny-llama"))}
+    without, with_front_end = (predict([point], replace(gpu, frontend_s=f), models)[0] for f in (0.0, 0.009))
+    assert with_front_end - without == pytest.approx(0.009)
