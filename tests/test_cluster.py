@@ -67,7 +67,8 @@ def test_a_pull_served_between_steps_waits_for_the_prefill_step_in_progress(betw
     # instance mid-step. Served between steps (NIXL without its progress thread), it starts at that
     # step's end; otherwise it takes the link's time alone.
     spec = spec_for("serving=disaggregated", "serving.prefill.instances=1", "network=cpu-nixl",
-                    f"network.served_between_steps={str(between_steps).lower()}")
+                    f"network.served_between_steps={str(between_steps).lower()}",
+                    "network.bandwidth=1e12")   # A's pull ends before B's starts: they do not share the link
     two = Workload("two", np.array([0.0, 1e-4]), np.array([100, 6000]), np.array([3, 3]), "test")
     a, b = simulate(spec, two).requests.itertuples()
     assert a.prefill_end_s <= b.prefill_start_s < a.transfer_start_s < b.prefill_end_s   # B's step was running
