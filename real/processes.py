@@ -125,7 +125,7 @@ def wait_healthy(processes: list[Managed], timeout_s: float, poll_s: float = 1.0
 def stop_all(processes: list[Managed], grace_s: float) -> None:
     """SIGTERM every process group, wait up to `grace_s`, then SIGKILL what is left, members
     that left the group included."""
-    members = set().union(*(process.pids() for process in processes)) if processes else set()
+    members = _members(processes)
     for process in processes:
         process.signal_group(signal.SIGTERM)
     deadline = time.monotonic() + grace_s
@@ -140,7 +140,11 @@ def stop_all(processes: list[Managed], grace_s: float) -> None:
 def kill_all(processes: list[Managed]) -> None:
     """SIGKILL every process group at once, as a crash would, and return once all its members
     are gone (those that left the group included)."""
-    _kill(processes, set().union(*(process.pids() for process in processes)) if processes else set())
+    _kill(processes, _members(processes))
+
+
+def _members(processes: list[Managed]) -> set[int]:
+    return set().union(*(process.pids() for process in processes)) if processes else set()
 
 
 def _kill(processes: list[Managed], members: set[int]) -> None:

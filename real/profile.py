@@ -328,6 +328,14 @@ def run_engine_stage(cfg: Mapping[str, Any], work_dir: Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------- KV hand-off
 
+def lone_prompts(cfg: Mapping[str, Any]) -> tuple[list[int], float]:
+    """The prompt lengths sent one at a time (the first, a warm-up, is left out of the points)
+    and the seconds between them."""
+    size, repeats = cfg["real"]["profile"]["size"], int(cfg["real"]["profile"]["repeats"])
+    prompts = [TRANSFER_PROMPTS[size][0]] + [p for p in TRANSFER_PROMPTS[size] for _ in range(repeats)]
+    return prompts, float(cfg["real"]["profile"]["transfer_gap_s"])
+
+
 def profile_transfers(cfg: Mapping[str, Any], work_dir: Path) -> tuple[list[dict], float]:
     """Stage 3: one request at a time through a 1P + 1D deployment; the decode server's queue
     time per request is the KV pull of its prompt. Also returns the median proxy hop: the
@@ -342,9 +350,8 @@ def profile_transfers(cfg: Mapping[str, Any], work_dir: Path) -> tuple[list[dict
     from sim.catalog import model_from_config
     from sim.workload_record import Workload
 
-    size, repeats = cfg["real"]["profile"]["size"], int(cfg["real"]["profile"]["repeats"])
-    prompts = [TRANSFER_PROMPTS[size][0]] + [p for p in TRANSFER_PROMPTS[size] for _ in range(repeats)]
-    gap = float(cfg["real"]["profile"]["transfer_gap_s"])
+    size = cfg["real"]["profile"]["size"]
+    prompts, gap = lone_prompts(cfg)
     one = dict(cfg) | {"serving": cfg["serving"]["disaggregated"] if "disaggregated" in cfg["serving"]
                        else cfg["serving"]}
     if one["serving"].get("architecture") != "disaggregated":
@@ -358,10 +365,7 @@ def profile_transfers(cfg: Mapping[str, Any], work_dir: Path) -> tuple[list[dict
     with Deployment(plan, cfg["model"]):
         spec = fetch_spec(plan.url)
         outcomes = asyncio.run(replay(plan.url, spec.model, workload, model.vocab_size, limits))
-        server = "decode server, NixlConnector"
-        served_decode(plan.url, spec.model, model.vocab_size, limits, *SERVED_DECODE[size][0], server)   # warm-up
-        served = [served_decode(plan.url, spec.model, model.vocab_size, limits, seqs, prompt, server)
-                  for seqs, prompt in SERVED_DECODE[size]]
+        served = served_decodes(plan.url, spec.model, model.vocab_size, limits, size, "decode server, NixlConnector")
     table = requests_frame(outcomes, workload.prompt_tokens, workload.output_tokens, "disaggregated",
                            model.kv_bytes_per_token)
     points = []
@@ -420,9 +424,7 @@ def profile_served_monolithic(cfg: Mapping[str, Any], work_dir: Path, hop_s: flo
     timeouts = cfg["real"]["timeouts"]
     limits = ReplayLimits(float(timeouts["request_s"]), float(timeouts["idle_s"]))
     vocab = model_from_config(cfg["model"]).vocab_size
-    size, repeats = cfg["real"]["profile"]["size"], int(cfg["real"]["profile"]["repeats"])
-    prompts = [TRANSFER_PROMPTS[size][0]] + [p for p in TRANSFER_PROMPTS[size] for _ in range(repeats)]
-    gap = float(cfg["real"]["profile"]["transfer_gap_s"])
+    prompts, gap = lone_prompts(cfg)
     alone = Workload("served-prompts", np.arange(len(prompts)) * gap, np.array(prompts), np.ones(len(prompts), int),
                      f"one prompt every {gap:g} s")
     with Deployment(plan, cfg["model"]):
@@ -430,9 +432,14 @@ def profile_served_monolithic(cfg: Mapping[str, Any], work_dir: Path, hop_s: flo
         outcomes = asyncio.run(replay(plan.url, name, alone, vocab, limits))
         points = [served_prompt_point(o.token_times[0] - o.sent_s - hop_s, prompt, "monolithic server")
                   for o, prompt in zip(outcomes[1:], prompts[1:]) if o.status == "completed" and o.token_times]
-        served_decode(plan.url, name, vocab, limits, *SERVED_DECODE[size][0], "monolithic server")   # warm-up
-        return points + [served_decode(plan.url, name, vocab, limits, seqs, prompt, "monolithic server")
-                         for seqs, prompt in SERVED_DECODE[size]]
+        return points + served_decodes(plan.url, name, vocab, limits, cfg["real"]["profile"]["size"],
+                                       "monolithic server")
+
+
+def served_decodes(url: str, model: str, vocab_size: int, limits: Any, size: str, server: str) -> list[dict]:
+    """The `SERVED_DECODE[size]` grid of `served_decode` points, after one discarded warm-up run."""
+    served_decode(url, model, vocab_size, limits, *SERVED_DECODE[size][0], server)
+    return [served_decode(url, model, vocab_size, limits, seqs, prompt, server) for seqs, prompt in SERVED_DECODE[size]]
 
 
 def served_decode(url: str, model: str, vocab_size: int, limits: Any, seqs: int, prompt: int, server: str) -> dict:

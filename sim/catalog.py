@@ -106,6 +106,10 @@ class Efficiency:
     # reaches less of the bandwidth than the linear layers' streaming weight reads.
     kv_read: float | None = None
 
+    @property
+    def kv_read_in_effect(self) -> float:
+        return self.memory if self.kv_read is None else self.kv_read
+
 
 @dataclass(frozen=True, slots=True)
 class GPUSpec:

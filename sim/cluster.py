@@ -58,7 +58,6 @@ class Cluster:
         self.faults = options.faults
         self.model: ModelSpec = spec.model
         self.hop_s = spec.link.proxy_hop_s
-        self.frontend_s = {pool.role: pool.gpu.frontend_s for pool in spec.pools}
         self.requests: list[Request] = []
         self.itl = WeightedSamples()
         self.engines: dict[str, list[Engine]] = {}
@@ -122,7 +121,7 @@ class Cluster:
 
     def _send(self, engine: Engine, seq: Sequence, hops: int = 1) -> None:
         """`seq` reaches `engine` after `hops` proxy hops and the server's front end."""
-        delay = hops * self.hop_s + self.frontend_s[engine.role]
+        delay = hops * self.hop_s + engine.step_model.gpu.frontend_s
         if delay > 0:
             self._after(delay, lambda: self._deliver(engine, seq))
         else:

@@ -186,8 +186,7 @@ class Engine:
         if window.pulls_due:
             return
         window.pulls_due = True
-        step_end = StepEnd(self.env, float(window.ends[window.steps_done_by(self.env.now) - 1]))
-        step_end.callbacks.append(lambda _event: self._pull_or_cut(window))
+        self.at_step_boundary(lambda: self._pull_or_cut(window))
 
     def _pull_or_cut(self, window: DecodeWindow) -> None:
         window.pulls_due = False

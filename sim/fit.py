@@ -4,8 +4,9 @@ The fitted quantities are the physical ones the model already has (`sim.step_tim
 `Efficiency.gemm`, `.attention`, `.memory`, `.nvlink` (fractions of datasheet peaks, in (0, 1])
 and `GPUSpec.allreduce_latency_s`, `.step_overhead_s` (seconds, >= 0); when asked, `.seq_overhead_s`
 (seconds per sampled sequence, >= 0), `Efficiency.kv_read` (attention's KV reads apart from
-`memory`) and `.frontend_s` (a server front end's seconds per request, from `served_prompt` points). The fit minimises the sum
-of squared relative errors (predicted / measured - 1) with scipy's bounded least squares.
+`memory`) and `.frontend_s` (a server front end's seconds per request, from `served_prompt`
+points). The fit minimises the sum of squared relative errors (predicted / measured - 1) with
+scipy's bounded least squares.
 
 A parameter that no point depends on (no attention points, no TP > 1, no whole steps) keeps
 the value it had in the hardware config. One that the points do not pin down at the solution
@@ -74,7 +75,7 @@ def parameters_of(gpu: GPUSpec, names: Sequence[str] = PARAMETERS) -> dict[str, 
     `memory`'s where the entry does not set it apart."""
     eff = gpu.efficiency
     values = {"gemm": eff.gemm, "attention": eff.attention, "memory": eff.memory, "nvlink": eff.nvlink,
-              KV_READ: eff.memory if eff.kv_read is None else eff.kv_read,
+              KV_READ: eff.kv_read_in_effect,
               "allreduce_latency_s": gpu.allreduce_latency_s, "step_overhead_s": gpu.step_overhead_s,
               SEQ_OVERHEAD: gpu.seq_overhead_s, FRONTEND: gpu.frontend_s}
     return {name: values[name] for name in names}

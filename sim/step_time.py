@@ -16,9 +16,10 @@ batch, on one instance of `tp` GPUs:
   on a CPU with a tiny model).
 
 Each kernel class takes max(compute time, memory time) with the calibrated efficiencies of
-`Efficiency` (attention's KV reads with `kv_read`, which is `memory` unless calibrated apart); the classes run one after another, so their times add. Activation traffic and
-element-wise ops are left out: for the batch sizes of LLM serving they are a few percent of
-the GEMM and attention traffic and are absorbed by the calibrated efficiencies.
+`Efficiency` (attention's KV reads with `kv_read`, which is `memory` unless calibrated apart);
+the classes run one after another, so their times add. Activation traffic and element-wise ops
+are left out: for the batch sizes of LLM serving they are a few percent of the GEMM and
+attention traffic and are absorbed by the calibrated efficiencies.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class StepTimeModel:
         self._gemm_flops_per_s = gpu.peak_flops * eff.gemm * tp
         self._attention_flops_per_s = gpu.peak_flops * eff.attention * tp
         self._memory_bytes_per_s = gpu.memory_bandwidth * eff.memory * tp
-        self._kv_read_bytes_per_s = gpu.memory_bandwidth * (eff.memory if eff.kv_read is None else eff.kv_read) * tp
+        self._kv_read_bytes_per_s = gpu.memory_bandwidth * eff.kv_read_in_effect * tp
         self._linear_flops_per_token = 2.0 * model.active_params_per_token
         self._lm_head_flops_per_seq = 2.0 * model.hidden_size * model.vocab_size
         self._attention_flops_per_pair = 4.0 * model.q_size * model.num_layers
