@@ -44,11 +44,17 @@ QUICK = {"tokens": [1, 8, 64], "prompts": [32, 128], "decode": [(1, 64), (8, 256
 
 
 class Timer:
-    """Median seconds of a callable on one device, after warm-up, with the device synchronised."""
+    """Median seconds of a callable on one device, after warm-up, with the device synchronised.
 
-    def __init__(self, torch, device: str, warmup: int, repeats: int):
+    On CUDA each timed sample runs the callable `inner` times back to back between two events
+    and divides: the host queues the launches ahead of the GPU, so a kernel shorter than its
+    launch is timed as the GPU runs it, not as the host issues it (vLLM's CUDA graphs hide the
+    launches the same way).
+    """
+
+    def __init__(self, torch, device: str, warmup: int, repeats: int, inner: int = 1):
         self.torch, self.cuda = torch, device.startswith("cuda")
-        self.warmup, self.repeats = warmup, repeats
+        self.warmup, self.repeats, self.inner = warmup, repeats, inner
 
     def __call__(self, fn: Callable[[], object]) -> float:
         for _ in range(self.warmup):
@@ -65,25 +71,48 @@ class Timer:
         self.torch.cuda.synchronize()
         for start, end in events:
             start.record()
-            fn()
+            for _ in range(self.inner):
+                fn()
             end.record()
         self.torch.cuda.synchronize()
-        return statistics.median(start.elapsed_time(end) for start, end in events) * 1e-3
+        return statistics.median(start.elapsed_time(end) for start, end in events) * 1e-3 / self.inner
+
+
+def cache_bytes(torch, device: str) -> int:
+    """The last-level cache a repeated kernel could keep its inputs in (the GPU's L2; 0 on the CPU)."""
+    if not device.startswith("cuda"):
+        return 0
+    return int(getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0))
+
+
+def rotating(make: Callable[[], object], nbytes: int, cache: int) -> Callable[[], object]:
+    """Copies of an input made by `make`, enough to exceed twice the cache, handed out in turn:
+    a weight read from L2 because the previous run left it there would be timed too fast."""
+    copies = [make() for _ in range(max(1, -(-2 * cache // max(nbytes, 1))))]
+    turn = iter(range(1 << 62))
+    return lambda: copies[next(turn) % len(copies)]
 
 
 def linear_points(torch, model: ModelSpec, name: str, tp: int, tokens: list[int], timer: Timer, device, dtype):
     # Beyond num_kv_heads GPUs, each GPU keeps one (replicated) KV head.
     h, q, inter = model.hidden_size, model.q_size // tp, model.intermediate_size // tp
     kv = model.head_dim * max(1, model.num_kv_heads // tp)
-    weights = [torch.randn(shape, device=device, dtype=dtype)
-               for shape in ((h, q + 2 * kv), (q, h), (h, 2 * inter), (inter, h))]
-    lm_head = torch.randn(h, model.vocab_size, device=device, dtype=dtype)
+    cache = cache_bytes(torch, device)
+    weight_bytes = model.weight_bytes_per_param
+
+    def weight(rows: int, columns: int) -> Callable[[], object]:
+        return rotating(lambda: torch.randn(rows, columns, device=device, dtype=dtype),
+                        rows * columns * weight_bytes, cache)
+
+    weights = [weight(*shape) for shape in ((h, q + 2 * kv), (q, h), (h, 2 * inter), (inter, h))]
+    rows = [h, q, h, inter]
+    lm_head = weight(h, model.vocab_size)
     sampled = torch.randn(1, h, device=device, dtype=dtype)
-    lm_head_s = timer(lambda: sampled @ lm_head)
+    lm_head_s = timer(lambda: sampled @ lm_head())
     points = []
     for n in tokens:
-        inputs = [torch.randn(n, w.shape[0], device=device, dtype=dtype) for w in weights]
-        layer_s = sum(timer(lambda x=x, w=w: x @ w) for x, w in zip(inputs, weights))
+        inputs = [torch.randn(n, r, device=device, dtype=dtype) for r in rows]
+        layer_s = sum(timer(lambda x=x, w=w: x @ w()) for x, w in zip(inputs, weights))
         points.append(Point("linear", layer_s * model.num_layers + lm_head_s, name, tp, BatchShape(n, 0, 0, 1),
                             source="profile_gpu linear"))
     return points
@@ -96,11 +125,10 @@ def attention_points(torch, model: ModelSpec, name: str, tp: int, prompts: list[
 
     def attend(batch: int, queries: int, keys: int, causal: bool) -> float:
         q = torch.randn(batch, heads, queries, d, device=device, dtype=dtype)
-        # GQA: each KV head serves heads / kv_heads query heads; expanded outside the timed call
-        # as a view (no copy), so the kernel reads each KV byte as a GQA kernel would.
-        k, v = (torch.randn(batch, kv_heads, 1, keys, d, device=device, dtype=dtype)
-                .expand(batch, kv_heads, heads // kv_heads, keys, d).reshape(batch, heads, keys, d) for _ in "kv")
-        return timer(lambda: sdpa(q, k, v, is_causal=causal))
+        # GQA: K and V keep kv_heads heads and the kernel shares each among heads / kv_heads
+        # queries, so it reads each KV byte once, as vLLM's kernels do.
+        k, v = (torch.randn(batch, kv_heads, keys, d, device=device, dtype=dtype) for _ in "kv")
+        return timer(lambda: sdpa(q, k, v, is_causal=causal, enable_gqa=kv_heads != heads))
 
     points = [Point("attention", attend(1, n, n, True) * model.num_layers, name, tp,
                     BatchShape.of([(n, 0)], 1), source="profile_gpu prefill attention")
@@ -147,7 +175,8 @@ def main(argv: list[str] | None = None) -> Path:
     if hardware is None:
         parser.error("--hardware is needed: no configs/hardware entry is known for this device")
     grid = QUICK if args.quick else FULL
-    timer = Timer(torch, device, warmup=1 if args.quick else 3, repeats=args.repeats or (3 if args.quick else 20))
+    timer = Timer(torch, device, warmup=1 if args.quick else 3, repeats=args.repeats or (3 if args.quick else 20),
+                  inner=1 if args.quick else 10)
     names = args.model or ["llama3.1-8b", "llama3.1-70b"]
     points = []
     with torch.inference_mode():
