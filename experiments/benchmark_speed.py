@@ -3,6 +3,7 @@ on representative runs, each in a fresh process.
 
     python -m experiments.benchmark_speed             # default run and the 77k-request case
     python -m experiments.benchmark_speed --quick     # the default run only
+    python -m experiments.benchmark_speed --wide      # also the 77k requests on 256 GPUs (pool-size costs)
     python -m experiments.benchmark_speed --million   # also ~1M requests on 256 GPUs (minutes)
     python -m experiments.benchmark_speed --at 1fbc7d2    # the simulator of an earlier commit, same measurement
     python -m experiments.benchmark_speed --quick --reference   # the step-by-step reference path
@@ -44,6 +45,8 @@ CASES: dict[str, list[str]] = {
     # four shifted copies of the hour superposed: 77k requests, burstiness kept (issue 5's target case)
     "conv 1h x4 copies, 32 GPUs": ["workload.copies=4", *_pools(32, 8)],
 }
+# the same load on the million case's pools: what grows with the number of instances per request (routing)
+WIDE = {"conv 1h x4 copies, 256 GPUs": ["workload.copies=4", *_pools(256, 64)]}
 MILLION = {"conv 1h x52 copies, 256 GPUs": ["workload.copies=52", *_pools(256, 64)]}
 COLD_START = ["model=qwen2.5-7b", "hardware=a100-80gb", "workload.window.duration_s=60"]
 
@@ -114,6 +117,7 @@ def cold_start_s(tree: Path | None = None) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only the default run")
+    parser.add_argument("--wide", action="store_true", help="add the 77k-request case on 256 GPUs")
     parser.add_argument("--million", action="store_true", help="add the ~1M-request case on 256 GPUs")
     parser.add_argument("--at", metavar="REV", help="measure the simulator of this git commit")
     parser.add_argument("--reference", action="store_true", help="the step-by-step path (fast_forward=False)")
@@ -129,6 +133,8 @@ def main() -> None:
 
 def report(args: argparse.Namespace, tree: Path | None) -> None:
     cases = dict(list(CASES.items())[:1]) if args.quick else CASES
+    if args.wide:
+        cases = {**cases, **WIDE}
     if args.million:
         cases = {**cases, **MILLION}
     print(f"python {platform.python_version()} on {platform.machine()}, one process per run"

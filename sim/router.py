@@ -11,6 +11,8 @@ lowest instance id, so routing is deterministic.
 
 from __future__ import annotations
 
+import math
+from operator import attrgetter
 from typing import Generic, Protocol, TypeVar
 from typing import Sequence as Seq
 
@@ -18,6 +20,7 @@ from sim.prefix_cache import PrefixCache
 from sim.request import Request
 
 POLICIES = ("round_robin", "least_outstanding", "least_kv", "prefix_aware")
+_outstanding = attrgetter("outstanding")
 
 
 class Routable(Protocol):
@@ -46,6 +49,8 @@ class Router(Generic[Instance]):
 
     def pick(self, request: Request) -> Instance | None:
         """An instance that is up for `request`, or None when all are down."""
+        if self.policy == "least_kv":
+            return _least_kv(self.engines)
         up = [e for e in self.engines if e.up]
         if not up:
             return None
@@ -56,21 +61,25 @@ class Router(Generic[Instance]):
                 if engine.up:
                     return engine
         if self.policy == "least_outstanding":
-            return min(up, key=lambda e: e.outstanding)
-        if self.policy == "least_kv":
-            return _least_kv(up)
+            return min(up, key=_outstanding)   # C-level key: this runs once per request over a pool
         return min(up, key=lambda e: (_uncached_tokens(e, request) + e.pending_tokens(), e.outstanding))
 
 
-def _least_kv(engines: list[Instance]) -> Instance:
-    """min(engines, key=(kv_usage, outstanding)), first in list order on a tie, evaluating
-    `kv_usage` (which counts a decode window's allocations so far: not free) only where it can
-    win: `kv_usage_floor` bounds it from below, so once that bound exceeds the best usage
-    found, no engine further in bound order can beat it."""
-    bounds = sorted((e.kv_usage_floor(), i) for i, e in enumerate(engines))
+def _least_kv(engines: list[Instance]) -> Instance | None:
+    """min(engines that are up, key=(kv_usage, outstanding)), first in list order on a tie, or
+    None when none is up. `kv_usage` (which counts a decode window's allocations so far: not
+    free) is evaluated only where it can win: `kv_usage_floor` bounds it from below, so once
+    that bound exceeds the best usage found, no engine further in bound order can beat it. Nor
+    can one once the bound equals the best usage, the best's usage is its own bound and it has
+    nothing outstanding: the engines left at that bound would at best tie with it and come
+    after it in list order (an idle pool's common case). This runs once per request over a
+    whole pool (hundreds of instances in a big plan): the bounds are sorted as plain floats."""
+    floors = [e.kv_usage_floor() if e.up else math.inf for e in engines]
     best, best_key = None, None
-    for bound, i in bounds:
-        if best_key is not None and bound > best_key[0]:
+    for i in sorted(range(len(engines)), key=floors.__getitem__):
+        bound = floors[i]
+        if bound == math.inf or (best_key is not None and (bound > best_key[0] or (
+                bound == best_key[0] == floors[best_key[2]] and best_key[1] == 0))):
             break
         engine = engines[i]
         key = (engine.kv_usage(), engine.outstanding, i)

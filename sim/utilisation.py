@@ -89,19 +89,26 @@ class UtilisationTimeline:
         if not spanning.any():
             bins, busy, step_flops, step_bytes = first, durations, flops, nbytes
         else:
-            # One entry per (step, bin it touches), in step order; a step inside one bin
-            # keeps its whole duration, a spanning one gets the overlap with each bin.
+            # One entry per (step, bin it touches), in step order: a step inside one bin keeps
+            # its whole duration; the few that span bins get the overlap with each, written in
+            # a second pass over those steps alone.
             counts = np.where(spanning, last - first + 1, 1)
-            step = np.repeat(np.arange(len(starts)), counts)
-            offset = np.arange(len(step)) - np.repeat(np.cumsum(counts) - counts, counts)
-            bins = first[step] + offset
-            overlap = (np.minimum(ends[step], (bins + 1) * bin_s)
-                       - np.maximum(starts[step], bins * bin_s))
-            split = spanning[step]
-            busy = np.where(split, overlap, durations[step])
-            share = np.where(split, overlap / np.where(split, durations[step], 1.0), 1.0)
-            step_flops = np.where(split, flops[step] * share, flops[step])
-            step_bytes = np.where(split, nbytes[step] * share, nbytes[step])
+            positions = np.cumsum(counts) - counts      # each step's first entry
+            total = int(positions[-1] + counts[-1])
+            bins, busy = np.empty(total, dtype=np.int64), np.empty(total)
+            step_flops, step_bytes = np.empty(total), np.empty(total)
+            bins[positions], busy[positions], step_flops[positions], step_bytes[positions] = \
+                first, durations, flops, nbytes
+            split = np.flatnonzero(spanning)
+            split_counts = counts[split]
+            step = np.repeat(split, split_counts)
+            offset = np.arange(len(step)) - np.repeat(np.cumsum(split_counts) - split_counts, split_counts)
+            entry, split_bins = positions[step] + offset, first[step] + offset
+            overlap = (np.minimum(ends[step], (split_bins + 1) * bin_s)
+                       - np.maximum(starts[step], split_bins * bin_s))
+            share = overlap / durations[step]
+            bins[entry], busy[entry] = split_bins, overlap
+            step_flops[entry], step_bytes[entry] = flops[step] * share, nbytes[step] * share
         # ufunc.at adds unbuffered, entry after entry: the order of the steps is kept per bin.
         np.add.at(self._busy_s, bins, busy)
         np.add.at(self._flops, bins, step_flops)
