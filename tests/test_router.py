@@ -40,3 +40,15 @@ def test_least_kv_picks_the_plain_minimum_and_evaluates_few():
         evaluated += sum(e.evaluated for e in engines)
         offered += len(up)
     assert evaluated < 0.6 * offered   # most engines are ruled out by their floor alone
+
+
+def test_least_kv_stops_early_only_where_no_later_instance_can_tie_and_win():
+    # Instance 6 has the lowest floor but a window in progress; instance 2's floor equals 6's
+    # usage, it has nothing outstanding and comes first in the pool: 2 wins the tie.
+    windowed = FakeEngine(6, floor=0.0, extra=0.125, outstanding=0)
+    earlier = FakeEngine(2, floor=0.125, extra=0.0, outstanding=0)
+    assert Router("least_kv", [earlier, windowed]).pick(None) is earlier
+    # Idle instances: the first one wins and the rest are never asked for their usage.
+    idle = [FakeEngine(i, 0.0, 0.0, 0) for i in range(50)]
+    assert Router("least_kv", idle).pick(None) is idle[0]
+    assert sum(e.evaluated for e in idle) == 1
