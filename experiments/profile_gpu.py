@@ -28,6 +28,8 @@ import argparse
 import datetime as dt
 import statistics
 import time
+from functools import partial
+from itertools import cycle
 from pathlib import Path
 from typing import Callable
 
@@ -88,9 +90,7 @@ def cache_bytes(torch, device: str) -> int:
 def rotating(make: Callable[[], object], nbytes: int, cache: int) -> Callable[[], object]:
     """Copies of an input made by `make`, enough to exceed twice the cache, handed out in turn:
     a weight read from L2 because the previous run left it there would be timed too fast."""
-    copies = [make() for _ in range(max(1, -(-2 * cache // max(nbytes, 1))))]
-    turn = iter(range(1 << 62))
-    return lambda: copies[next(turn) % len(copies)]
+    return partial(next, cycle([make() for _ in range(max(1, -(-2 * cache // max(nbytes, 1))))]))
 
 
 def linear_points(torch, model: ModelSpec, name: str, tp: int, tokens: list[int], timer: Timer, device, dtype):
@@ -104,14 +104,14 @@ def linear_points(torch, model: ModelSpec, name: str, tp: int, tokens: list[int]
         return rotating(lambda: torch.randn(rows, columns, device=device, dtype=dtype),
                         rows * columns * weight_bytes, cache)
 
-    weights = [weight(*shape) for shape in ((h, q + 2 * kv), (q, h), (h, 2 * inter), (inter, h))]
-    rows = [h, q, h, inter]
+    shapes = ((h, q + 2 * kv), (q, h), (h, 2 * inter), (inter, h))   # (input width, output width)
+    weights = [weight(*shape) for shape in shapes]
     lm_head = weight(h, model.vocab_size)
     sampled = torch.randn(1, h, device=device, dtype=dtype)
     lm_head_s = timer(lambda: sampled @ lm_head())
     points = []
     for n in tokens:
-        inputs = [torch.randn(n, r, device=device, dtype=dtype) for r in rows]
+        inputs = [torch.randn(n, rows, device=device, dtype=dtype) for rows, _ in shapes]
         layer_s = sum(timer(lambda x=x, w=w: x @ w()) for x, w in zip(inputs, weights))
         points.append(Point("linear", layer_s * model.num_layers + lm_head_s, name, tp, BatchShape(n, 0, 0, 1),
                             source="profile_gpu linear"))

@@ -28,8 +28,8 @@ import yaml
 
 from sim.calibration import Point, read_calibration_file
 from sim.catalog import CONFIG_DIR, GPUSpec, ModelSpec, gpu_from_config, load_config, model_from_config
-from sim.fit import (EFFICIENCIES, FRONTEND, KV_READ, PARAMETERS, SEQ_OVERHEAD, FitResult, fit, fit_links, holdout_mask, predict,
-                     relative_errors, summarise, with_parameters)
+from sim.fit import (EFFICIENCIES, FRONTEND, KV_READ, PARAMETERS, SEQ_OVERHEAD, FitResult, fit, fit_links,
+                     holdout_mask, predict, relative_errors, summarise, with_parameters)
 
 
 def inline_gpu(hardware: str) -> GPUSpec:
