@@ -174,14 +174,11 @@ class Cluster:
             request.completion_s = now
             self._end(request, "completed")
 
-
     def _record_repeated_tokens(self, _engine: Engine, seqs: list[Sequence], times: np.ndarray) -> None:
         """Each sequence emitted a token at every one of `times` after its token at times[0]."""
-        gaps = times[1:] - times[:-1]
-        self.itl.add_many(gaps, len(seqs))
-        longest = float(np.maximum.reduce(gaps))
+        longest = self.itl.add_many(times[1:] - times[:-1], len(seqs))
         last = float(times[-1])
-        extra = len(gaps)
+        extra = len(times) - 1
         for seq in seqs:
             request = seq.request
             if longest > request.itl_max_s:

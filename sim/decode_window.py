@@ -82,9 +82,7 @@ def plan_window(step: ScheduledStep, running: list[Sequence], pool: BlockPool, b
     steps = _steps_within_free_blocks(contexts, held, pool.free, block_size, steps)
     if steps < MIN_STEPS:
         return None
-    ends, flops, nbytes = step_model.decode_window(len(step.seqs), sum(contexts), steps)
-    ends[0] += now
-    np.add.accumulate(ends, out=ends)   # sequential, like now += delay: ends[j] = ends[j - 1] + time of step j
+    ends, flops, nbytes = step_model.decode_window(len(step.seqs), sum(contexts), steps, now)
     return DecodeWindow(list(step.seqs), contexts, now, ends, flops, nbytes, held, block_size)
 
 

@@ -16,11 +16,12 @@ from array import array
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 MANTISSA_BITS = 13                         # kept per bin: relative bin width 2^-13 = 1.2e-4
 _SHIFT = 52 - MANTISSA_BITS                # float64 bits below the kept ones
 _LOWEST, _HIGHEST = 1e-7, 1e5              # seconds; gaps outside count in the edge bins
-_FLUSH_AT = 1 << 14                        # buffered values before they are binned
+_FLUSH_AT = 1 << 14                        # values added one at a time, buffered before they are binned
 
 
 def _key(values: np.ndarray) -> np.ndarray:
@@ -30,6 +31,16 @@ def _key(values: np.ndarray) -> np.ndarray:
 
 _KEY_MIN = int(_key(np.array([_LOWEST]))[0])
 _BINS = int(_key(np.array([_HIGHEST]))[0]) - _KEY_MIN + 1
+
+
+@njit(cache=True)
+def _count(counts, values, weight):
+    """Add `weight` to the bin of each value and return the largest value; zero and negatives
+    (sign bit set) count in the lowest bin, values beyond the range and NaN in the highest."""
+    keys = values.view(np.int64) >> _SHIFT
+    for key in keys:
+        counts[min(max(key - _KEY_MIN, 0), _BINS - 1)] += weight
+    return values.max()
 
 
 def _bin_middle(bins: np.ndarray) -> np.ndarray:
@@ -42,32 +53,21 @@ class WeightedSamples:
 
     def __init__(self) -> None:
         self._counts = np.zeros(_BINS, dtype=np.int64)
-        self._single = array("d")                        # values added one at a time (count 1)
-        self._batches: list[tuple[np.ndarray, int]] = []
-        self._pending = 0
+        self._single = array("d")   # values added one at a time, counted in bulk
 
     def add(self, value: float) -> None:
         self._single.append(value)
-        self._pending += 1
-        if self._pending >= _FLUSH_AT:
+        if len(self._single) >= _FLUSH_AT:
             self._flush()
 
-    def add_many(self, values: np.ndarray, count: int) -> None:
-        """Every value in `values` (float64), each `count` times."""
-        self._batches.append((values, count))
-        self._pending += len(values)
-        if self._pending >= _FLUSH_AT:
-            self._flush()
+    def add_many(self, values: np.ndarray, count: int) -> float:
+        """Every value in `values` (float64, not empty), each `count` times; returns the largest."""
+        return _count(self._counts, values, count)
 
     def _flush(self) -> None:
-        if not self._pending:
-            return
-        values = np.concatenate([np.frombuffer(self._single, dtype=np.float64), *(v for v, _ in self._batches)])
-        weights = np.repeat(np.array([1, *(c for _, c in self._batches)], dtype=np.int64),
-                            [len(self._single), *(len(v) for v, _ in self._batches)])
-        bins = np.clip(_key(values) - _KEY_MIN, 0, _BINS - 1)   # zero and negatives (sign bit) clip low, NaN high
-        np.add.at(self._counts, bins, weights)   # integer counts: the order of adding does not matter
-        self._single, self._batches, self._pending = array("d"), [], 0
+        if self._single:
+            _count(self._counts, np.frombuffer(self._single, dtype=np.float64), 1)
+            self._single = array("d")
 
     def distribution(self) -> "Distribution":
         self._flush()

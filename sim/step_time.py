@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from sim.catalog import GPUSpec, ModelSpec
 
@@ -96,9 +97,10 @@ class StepTimeModel:
         self._kv_read_bytes_per_s = gpu.memory_bandwidth * eff.kv_read_in_effect * tp
         self._linear_flops_per_token = 2.0 * model.active_params_per_token
         self._lm_head_flops_per_seq = 2.0 * model.hidden_size * model.vocab_size
-        self._attention_flops_per_pair = 4.0 * model.q_size * model.num_layers
         # KV heads beyond num_kv_heads are replicated, so each GPU reads its own copy.
         self._kv_bytes_per_token = model.kv_bytes_per_token * tp / model.kv_shards(tp)
+        self._attention_constants = (4.0 * model.q_size * model.num_layers, self._attention_flops_per_s,
+                                     self._kv_bytes_per_token, self._kv_read_bytes_per_s)
         lm_head_bytes = model.vocab_size * model.hidden_size * model.weight_bytes_per_param
         per_layer_dense = model.params_per_layer - model.num_experts * model.expert_params
         self._dense_weight_bytes = (model.num_layers * per_layer_dense * model.weight_bytes_per_param
@@ -124,20 +126,20 @@ class StepTimeModel:
         time_s = linear_s + attention_s + self._allreduce(batch.tokens) + self._overhead(batch.sampled_seqs)
         return StepCost(time_s, linear_flops + attention_flops, weight_bytes + kv_bytes)
 
-    def decode_window(self, seqs: int, context_sum: int, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Times, FLOPs and bytes of `steps` consecutive steps of an unchanged batch of `seqs`
-        decode sequences whose cached contexts sum to `context_sum` at the first step.
+    def decode_window(self, seqs: int, context_sum: int, steps: int,
+                      start_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """End times, FLOPs and bytes of `steps` back-to-back steps, the first starting at
+        `start_s`, of an unchanged batch of `seqs` decode sequences whose cached contexts sum
+        to `context_sum` at the first step.
 
         Each step adds one token to every context: attention work grows, the linear layers and
-        the all-reduce cost the same. The same functions as `cost`, applied element-wise in the
-        same order, so each value equals what `cost` gives for that step, bit for bit.
+        the all-reduce cost the same. Each step's values are those `cost` gives for it, and each
+        end is the previous end plus the step's time, as SimPy's clock advances: bit for bit
+        what the step-by-step engine computes.
         """
         linear_s, linear_flops, weight_bytes = self._linear(seqs, seqs)
-        # A decode is a chunk of 1 token after c cached ones: c + 1 pairs, c + 1 KV tokens read.
-        pairs = np.arange(context_sum + seqs, context_sum + seqs * (steps + 1), seqs, dtype=np.int64)
-        attention_s, attention_flops, kv_bytes = self._attention(pairs, pairs, seqs, maximum=np.maximum)
-        time_s = linear_s + attention_s + self._allreduce(seqs) + self._overhead(seqs)
-        return time_s, linear_flops + attention_flops, weight_bytes + kv_bytes
+        return _decode_steps(start_s, steps, seqs, context_sum, linear_s, linear_flops, weight_bytes,
+                             self._allreduce(seqs), self._overhead(seqs), self._attention_constants)
 
     def breakdown(self, batch: BatchShape) -> dict[str, float]:
         """Seconds of `cost(batch)` per kernel class (linear, attention, allreduce, overhead);
@@ -158,13 +160,8 @@ class StepTimeModel:
         weight_bytes = self.weight_bytes_read(tokens)
         return max(flops / self._gemm_flops_per_s, weight_bytes / self._memory_bytes_per_s), flops, weight_bytes
 
-    def _attention(self, pairs, kv_read_tokens, tokens: int, maximum=max):
-        """(time, FLOPs, bytes) of attention; `pairs` and `kv_read_tokens` may be arrays (with
-        maximum=np.maximum)."""
-        flops = self._attention_flops_per_pair * pairs
-        # Every KV token of the context is read, every new one written.
-        kv_bytes = self._kv_bytes_per_token * (kv_read_tokens + tokens)
-        return maximum(flops / self._attention_flops_per_s, kv_bytes / self._kv_read_bytes_per_s), flops, kv_bytes
+    def _attention(self, pairs: int, kv_read_tokens: int, tokens: int) -> tuple[float, float, float]:
+        return attention_work.py_func(pairs, kv_read_tokens, tokens, *self._attention_constants)
 
     def _overhead(self, sampled_seqs: int) -> float:
         """Host seconds of a step: fixed, plus per sequence that samples a token."""
@@ -176,3 +173,30 @@ class StepTimeModel:
     def prefill_time(self, prompt_tokens: int) -> float:
         """A lone prompt computed in one step (and sampling its first token)."""
         return self.cost(BatchShape.of([(prompt_tokens, 0)], sampled_seqs=1)).time_s
+
+
+@njit(cache=True)
+def attention_work(pairs, kv_read_tokens, tokens, flops_per_pair, flops_per_s, kv_bytes_per_token, kv_bytes_per_s):
+    """(seconds, FLOPs, bytes) of a step's attention over `pairs` causal (query, key) pairs:
+    every KV token of the context is read, every new one written. Compiled for the decode
+    window's loop; `StepTimeModel` calls the same source as plain Python (`.py_func`)."""
+    flops = flops_per_pair * pairs
+    kv_bytes = kv_bytes_per_token * (kv_read_tokens + tokens)
+    return max(flops / flops_per_s, kv_bytes / kv_bytes_per_s), flops, kv_bytes
+
+
+@njit(cache=True)
+def _decode_steps(start_s, steps, seqs, context_sum, linear_s, linear_flops, weight_bytes, allreduce_s, overhead_s,
+                  attention_constants):
+    """The loop of `StepTimeModel.decode_window`: one pass, in the order of `StepTimeModel.cost`."""
+    ends, flops, nbytes = np.empty(steps), np.empty(steps), np.empty(steps)
+    end = start_s
+    for step in range(steps):
+        # A decode is a chunk of 1 token after c cached ones: c + 1 pairs, c + 1 KV tokens read.
+        pairs = context_sum + seqs * (step + 1)
+        attention_s, attention_flops, kv_bytes = attention_work(pairs, pairs, seqs, *attention_constants)
+        end += linear_s + attention_s + allreduce_s + overhead_s
+        ends[step] = end
+        flops[step] = linear_flops + attention_flops
+        nbytes[step] = weight_bytes + kv_bytes
+    return ends, flops, nbytes

@@ -209,8 +209,8 @@ def test_a_zero_host_cost_per_sequence_changes_no_step_time(h100, llama8b):
     assert h100.seq_overhead_s == 0.0
     costly = StepTimeModel(llama8b, replace(h100, seq_overhead_s=1e-4), 1)
     assert costly.cost(batch).time_s == pytest.approx(base.cost(batch).time_s + 32e-4, rel=1e-12)
-    times, _, _ = costly.decode_window(8, 8000, 5)
-    assert times[0] == costly.cost(BatchShape.of([(1, 1000)] * 8, 8)).time_s
+    ends, _, _ = costly.decode_window(8, 8000, 5, 0.0)
+    assert ends[0] == costly.cost(BatchShape.of([(1, 1000)] * 8, 8)).time_s
 
 
 @pytest.mark.parametrize("hardware", ["cpu-core", "cpu-core-nixl"])

@@ -60,10 +60,12 @@ def test_decode_window_equals_step_costs(llama8b, h100):
     for tp in (1, 2, 4):
         model = StepTimeModel(llama8b, h100, tp)
         contexts = [17, 5000, 123, 999]
-        times, flops, nbytes = model.decode_window(len(contexts), sum(contexts), 300)
-        for j in (0, 1, 150, 299):
+        ends, flops, nbytes = model.decode_window(len(contexts), sum(contexts), 300, 12.5)
+        end = 12.5
+        for j in range(300):   # SimPy's clock: each step ends at the previous end plus its time
             cost = model.cost(BatchShape.of([(1, c + j) for c in contexts], len(contexts)))
-            assert (times[j], flops[j], nbytes[j]) == (cost.time_s, cost.flops, cost.bytes)
+            end += cost.time_s
+            assert (ends[j], flops[j], nbytes[j]) == (end, cost.flops, cost.bytes)
 
 
 def _spread_one_by_one(bin_s, steps, bins):
@@ -85,15 +87,14 @@ def _spread_one_by_one(bin_s, steps, bins):
     return {"busy_s": busy, "flops": flops, "bytes": nbytes}
 
 
-@pytest.mark.parametrize("flush_steps", [1, 7, 4096])
-def test_buffered_utilisation_equals_adding_steps_one_by_one(flush_steps):
+def test_utilisation_of_windows_equals_adding_steps_one_by_one():
     rng = np.random.default_rng(0)
     durations = rng.uniform(0.001, 0.4, 500)
     durations[::50] = 0.0                       # zero-length steps, some on bin edges
     ends = np.cumsum(np.concatenate(([3.25], durations)))[1:]
     starts = np.concatenate(([3.25], ends[:-1]))
     flops, nbytes = rng.uniform(1e12, 1e14, 500), rng.uniform(1e9, 1e11, 500)
-    timeline = UtilisationTimeline(0.25, flush_steps)
+    timeline = UtilisationTimeline(0.25)
     timeline.add_many(3.25, ends[:100], flops[:100], nbytes[:100])   # a window,
     for args in zip(starts[100:130].tolist(), ends[100:130].tolist(), flops[100:130].tolist(),
                     nbytes[100:130].tolist()):
