@@ -140,7 +140,8 @@ class Engine:
 
     def release_held(self, seq: Sequence) -> None:
         self.scheduler.release(seq)
-        self._wake()
+        if self.scheduler.num_queued:   # freed blocks change a schedule only by admitting a queued sequence
+            self._wake()
 
     def kv_usage(self) -> float:
         """Share of KV blocks in use now, counting the allocations of a window's steps so far."""

@@ -26,68 +26,64 @@ class UtilisationTimeline:
 
     def __init__(self, bin_s: float):
         self.bin_s = bin_s
-        self._busy_s = np.zeros(64)
-        self._flops = np.zeros(64)
-        self._bytes = np.zeros(64)
+        self._bins = np.zeros((3, 64))   # busy seconds, FLOPs, bytes: one array, one argument to the loops
         self._room_until_s = self._room()
 
     def add(self, start_s: float, end_s: float, flops: float, nbytes: float) -> None:
         """One step."""
         if end_s >= self._room_until_s:
             self._grow(end_s)
-        _spread_step(self._busy_s, self._flops, self._bytes, self.bin_s, start_s, end_s, flops, nbytes)
+        _spread_step(self._bins, self.bin_s, start_s, end_s, flops, nbytes)
 
     def add_many(self, start_s: float, ends: np.ndarray, flops: np.ndarray, nbytes: np.ndarray) -> None:
         """Back-to-back steps (float64 arrays): the first starts at `start_s`, each later one
         when the one before ends."""
         if ends[-1] >= self._room_until_s:
             self._grow(float(ends[-1]))
-        _spread_steps(self._busy_s, self._flops, self._bytes, self.bin_s, start_s, ends, flops, nbytes)
+        _spread_steps(self._bins, self.bin_s, start_s, ends, flops, nbytes)
 
     def series(self, end_s: float) -> dict[str, np.ndarray]:
         """Per-bin arrays up to `end_s` (the last bin is partly empty when end_s is not on a bin edge)."""
         bins = max(1, math.ceil(end_s / self.bin_s))
-        if bins > len(self._busy_s):
+        if bins > self._bins.shape[1]:
             self._grow(end_s)
-        return {"busy_s": self._busy_s[:bins].copy(), "flops": self._flops[:bins].copy(),
-                "bytes": self._bytes[:bins].copy()}
+        busy_s, flops, nbytes = self._bins[:, :bins].copy()
+        return {"busy_s": busy_s, "flops": flops, "bytes": nbytes}
 
     def _room(self) -> float:
         """Steps ending before this time fall in the bins allocated (one bin spare for rounding)."""
-        return (len(self._busy_s) - 1) * self.bin_s
+        return (self._bins.shape[1] - 1) * self.bin_s
 
     def _grow(self, end_s: float) -> None:
-        size = max(math.ceil(end_s / self.bin_s) + 2, 2 * len(self._busy_s))
-        for name in ("_busy_s", "_flops", "_bytes"):
-            old = getattr(self, name)
-            new = np.zeros(size)
-            new[: len(old)] = old
-            setattr(self, name, new)
+        old = self._bins
+        self._bins = np.zeros((3, max(math.ceil(end_s / self.bin_s) + 2, 2 * old.shape[1])))
+        self._bins[:, : old.shape[1]] = old
         self._room_until_s = self._room()
 
 
 @njit(cache=True)
-def _spread_step(busy_s, flops, nbytes, bin_s, start_s, end_s, step_flops, step_bytes):
-    """Add one step to the bins it touches: a step inside one bin (or of zero length) whole,
-    a step across bin edges by the overlap of its duration with each bin."""
-    first = int(start_s // bin_s)
+def _spread_step(bins, bin_s, start_s, end_s, step_flops, step_bytes):
+    """Add one step to the bins it touches (rows of `bins`: busy seconds, FLOPs, bytes): a
+    step inside one bin (or of zero length) whole, a step across bin edges by the overlap of
+    its duration with each bin."""
+    first = math.floor(start_s / bin_s)
     last = max(first, math.ceil(end_s / bin_s) - 1)
     duration = end_s - start_s
     if first == last or duration <= 0.0:
-        busy_s[first] += duration
-        flops[first] += step_flops
-        nbytes[first] += step_bytes
+        bins[0, first] += duration
+        bins[1, first] += step_flops
+        bins[2, first] += step_bytes
         return
     for b in range(first, last + 1):
         overlap = min(end_s, (b + 1) * bin_s) - max(start_s, b * bin_s)
-        busy_s[b] += overlap
-        flops[b] += step_flops * (overlap / duration)
-        nbytes[b] += step_bytes * (overlap / duration)
+        bins[0, b] += overlap
+        bins[1, b] += step_flops * (overlap / duration)
+        bins[2, b] += step_bytes * (overlap / duration)
 
 
 @njit(cache=True)
-def _spread_steps(busy_s, flops, nbytes, bin_s, start_s, ends, step_flops, step_bytes):
+def _spread_steps(bins, bin_s, start_s, ends, step_flops, step_bytes):
     """`_spread_step` for back-to-back steps, the first starting at `start_s`."""
     for i in range(len(ends)):
-        _spread_step(busy_s, flops, nbytes, bin_s, start_s, ends[i], step_flops[i], step_bytes[i])
+        _spread_step(bins, bin_s, start_s, ends[i], step_flops[i], step_bytes[i])
         start_s = ends[i]

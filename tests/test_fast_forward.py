@@ -72,7 +72,7 @@ def _spread_one_by_one(bin_s, steps, bins):
     """The plain definition: each step's share of its duration added to each bin it touches, in order."""
     busy, flops, nbytes = np.zeros(bins), np.zeros(bins), np.zeros(bins)
     for start, end, step_flops, step_bytes in steps:
-        first = int(start // bin_s)
+        first = math.floor(start / bin_s)
         last = max(first, math.ceil(end / bin_s) - 1)
         if first == last or end <= start:
             busy[first] += end - start
