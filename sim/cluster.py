@@ -58,6 +58,7 @@ class Cluster:
         self.faults = options.faults
         self.model: ModelSpec = spec.model
         self.hop_s = spec.link.proxy_hop_s
+        self.max_model_len = spec.max_model_len   # a min over pools: read once per request
         self.requests: list[Request] = []
         self.itl = WeightedSamples()
         self.engines: dict[str, list[Engine]] = {}
@@ -85,9 +86,9 @@ class Cluster:
     def arrive(self, request: Request) -> None:
         """A request reaches the router; one too long for the model is refused, as vLLM does."""
         self.requests.append(request)
-        if request.prompt_tokens + request.output_tokens > self.spec.max_model_len:
+        if request.prompt_tokens + request.output_tokens > self.max_model_len:
             self._end(request, "rejected", f"prompt+output={request.prompt_tokens + request.output_tokens} "
-                                           f"> max_model_len={self.spec.max_model_len}")
+                                           f"> max_model_len={self.max_model_len}")
             return
         self._dispatch(request)
 
