@@ -15,7 +15,6 @@ step-by-step path: results are identical bit for bit.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,7 +39,6 @@ class DecodeWindow:
     block_size: int
     truncated: bool = False
     pulls_due: bool = False    # pulls wait for the end of the step in progress (Engine._pull_or_cut)
-    _later_step_starts: list[float] | None = None
     _allocated: dict[int, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -57,9 +55,8 @@ class DecodeWindow:
 
     def blocks_allocated_by(self, now: float) -> int:
         """Blocks the window's later steps have allocated by `now` (one allocation per step start)."""
-        if self._later_step_starts is None:   # on the first query: routers ask often, windows end early
-            self._later_step_starts = self.ends[:-1].tolist()
-        started = bisect_left(self._later_step_starts, now)   # a step starting now has not yet scheduled
+        # Step j + 1 starts when step j ends (a step starting now has not yet scheduled).
+        started = min(self.steps_done_before(now), len(self.ends) - 1)
         if started not in self._allocated:
             self._allocated[started] = blocks_needed(self.contexts, self.held, self.block_size, started + 1)
         return self._allocated[started]
