@@ -177,7 +177,7 @@ class Cluster:
 
     def _record_repeated_tokens(self, _engine: Engine, seqs: list[Sequence], times: np.ndarray) -> None:
         """Each sequence emitted a token at every one of `times` after its token at times[0]."""
-        longest = self.itl.add_many(times[1:] - times[:-1], len(seqs))
+        longest = self.itl.add_gaps(times, len(seqs))
         last = float(times[-1])
         extra = len(times) - 1
         for seq in seqs:

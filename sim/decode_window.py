@@ -32,9 +32,8 @@ class DecodeWindow:
     seqs: list[Sequence]
     contexts: list[int]        # each sequence's computed tokens at the first step
     start: float               # start time of the first step (each later one starts when the previous ends)
-    ends: np.ndarray           # end time of each step, accumulated exactly as SimPy would
-    flops: np.ndarray
-    bytes: np.ndarray
+    work: np.ndarray           # rows: end time (accumulated exactly as SimPy would), FLOPs, bytes of each step
+    ends: np.ndarray           # work[0]
     held: list[int]            # each sequence's blocks after the first step's allocation
     block_size: int
     truncated: bool = False
@@ -79,8 +78,8 @@ def plan_window(step: ScheduledStep, running: list[Sequence], pool: BlockPool, b
     steps = _steps_within_free_blocks(contexts, held, pool.free, block_size, steps)
     if steps < MIN_STEPS:
         return None
-    ends, flops, nbytes = step_model.decode_window(len(step.seqs), sum(contexts), steps, now)
-    return DecodeWindow(list(step.seqs), contexts, now, ends, flops, nbytes, held, block_size)
+    work = step_model.decode_window(len(step.seqs), sum(contexts), steps, now)
+    return DecodeWindow(list(step.seqs), contexts, now, work, work[0], held, block_size)
 
 
 def blocks_needed(contexts: list[int], held: list[int], block_size: int, steps: int) -> int:

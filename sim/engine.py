@@ -285,7 +285,7 @@ class Engine:
         self.kv.allocate(blocks_needed(window.contexts, window.held, window.block_size, steps))
         for seq, context, held in zip(seqs, window.contexts, window.held):
             seq.blocks = max(held, -(-(context + steps) // window.block_size))
-        self.utilisation.add_many(window.start, window.ends[:steps], window.flops[:steps], window.bytes[:steps])
+        self.utilisation.add_many(window.start, window.work, steps)
         self.steps += steps
         first = float(window.ends[0])
         for seq in seqs:

@@ -43,6 +43,11 @@ def _count(counts, values, weight):
     return values.max()
 
 
+@njit(cache=True)
+def _count_gaps(counts, times, weight):
+    return _count(counts, times[1:] - times[:-1], weight)
+
+
 def _bin_middle(bins: np.ndarray) -> np.ndarray:
     """The value in the middle (mantissa-wise) of each bin."""
     return (((bins + _KEY_MIN) << _SHIFT) | (1 << (_SHIFT - 1))).view(np.float64)
@@ -60,9 +65,10 @@ class WeightedSamples:
         if len(self._single) >= _FLUSH_AT:
             self._flush()
 
-    def add_many(self, values: np.ndarray, count: int) -> float:
-        """Every value in `values` (float64, not empty), each `count` times; returns the largest."""
-        return _count(self._counts, values, count)
+    def add_gaps(self, times: np.ndarray, count: int) -> float:
+        """The gap between each two consecutive `times` (float64, at least two), each `count`
+        times; returns the largest."""
+        return _count_gaps(self._counts, times, count)
 
     def _flush(self) -> None:
         if self._single:

@@ -126,11 +126,10 @@ class StepTimeModel:
         time_s = linear_s + attention_s + self._allreduce(batch.tokens) + self._overhead(batch.sampled_seqs)
         return StepCost(time_s, linear_flops + attention_flops, weight_bytes + kv_bytes)
 
-    def decode_window(self, seqs: int, context_sum: int, steps: int,
-                      start_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """End times, FLOPs and bytes of `steps` back-to-back steps, the first starting at
-        `start_s`, of an unchanged batch of `seqs` decode sequences whose cached contexts sum
-        to `context_sum` at the first step.
+    def decode_window(self, seqs: int, context_sum: int, steps: int, start_s: float) -> np.ndarray:
+        """End times, FLOPs and bytes (the rows of a (3, steps) array) of `steps` back-to-back
+        steps, the first starting at `start_s`, of an unchanged batch of `seqs` decode sequences
+        whose cached contexts sum to `context_sum` at the first step.
 
         Each step adds one token to every context: attention work grows, the linear layers and
         the all-reduce cost the same. Each step's values are those `cost` gives for it, and each
@@ -189,14 +188,14 @@ def attention_work(pairs, kv_read_tokens, tokens, flops_per_pair, flops_per_s, k
 def _decode_steps(start_s, steps, seqs, context_sum, linear_s, linear_flops, weight_bytes, allreduce_s, overhead_s,
                   attention_constants):
     """The loop of `StepTimeModel.decode_window`: one pass, in the order of `StepTimeModel.cost`."""
-    ends, flops, nbytes = np.empty(steps), np.empty(steps), np.empty(steps)
+    work = np.empty((3, steps))   # one array: each array returned to Python costs as much as a short window
     end = start_s
     for step in range(steps):
         # A decode is a chunk of 1 token after c cached ones: c + 1 pairs, c + 1 KV tokens read.
         pairs = context_sum + seqs * (step + 1)
         attention_s, attention_flops, kv_bytes = attention_work(pairs, pairs, seqs, *attention_constants)
         end += linear_s + attention_s + allreduce_s + overhead_s
-        ends[step] = end
-        flops[step] = linear_flops + attention_flops
-        nbytes[step] = weight_bytes + kv_bytes
-    return ends, flops, nbytes
+        work[0, step] = end
+        work[1, step] = linear_flops + attention_flops
+        work[2, step] = weight_bytes + kv_bytes
+    return work

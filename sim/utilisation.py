@@ -35,12 +35,12 @@ class UtilisationTimeline:
             self._grow(end_s)
         _spread_step(self._bins, self.bin_s, start_s, end_s, flops, nbytes)
 
-    def add_many(self, start_s: float, ends: np.ndarray, flops: np.ndarray, nbytes: np.ndarray) -> None:
-        """Back-to-back steps (float64 arrays): the first starts at `start_s`, each later one
-        when the one before ends."""
-        if ends[-1] >= self._room_until_s:
-            self._grow(float(ends[-1]))
-        _spread_steps(self._bins, self.bin_s, start_s, ends, flops, nbytes)
+    def add_many(self, start_s: float, work: np.ndarray, steps: int) -> None:
+        """The first `steps` of back-to-back steps whose end times, FLOPs and bytes are the rows
+        of `work` (float64): the first starts at `start_s`, each later one when the one before ends."""
+        if work[0, steps - 1] >= self._room_until_s:
+            self._grow(float(work[0, steps - 1]))
+        _spread_steps(self._bins, self.bin_s, start_s, work, steps)
 
     def series(self, end_s: float) -> dict[str, np.ndarray]:
         """Per-bin arrays up to `end_s` (the last bin is partly empty when end_s is not on a bin edge)."""
@@ -82,8 +82,8 @@ def _spread_step(bins, bin_s, start_s, end_s, step_flops, step_bytes):
 
 
 @njit(cache=True)
-def _spread_steps(bins, bin_s, start_s, ends, step_flops, step_bytes):
-    """`_spread_step` for back-to-back steps, the first starting at `start_s`."""
-    for i in range(len(ends)):
-        _spread_step(bins, bin_s, start_s, ends[i], step_flops[i], step_bytes[i])
-        start_s = ends[i]
+def _spread_steps(bins, bin_s, start_s, work, steps):
+    """`_spread_step` for the first `steps` columns of `work`, back to back from `start_s`."""
+    for i in range(steps):
+        _spread_step(bins, bin_s, start_s, work[0, i], work[1, i], work[2, i])
+        start_s = work[0, i]

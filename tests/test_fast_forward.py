@@ -60,7 +60,7 @@ def test_decode_window_equals_step_costs(llama8b, h100):
     for tp in (1, 2, 4):
         model = StepTimeModel(llama8b, h100, tp)
         contexts = [17, 5000, 123, 999]
-        ends, flops, nbytes = model.decode_window(len(contexts), sum(contexts), 300, 12.5)
+        ends, flops, nbytes = model.decode_window(len(contexts), sum(contexts), 300, 12.5)   # the rows
         end = 12.5
         for j in range(300):   # SimPy's clock: each step ends at the previous end plus its time
             cost = model.cost(BatchShape.of([(1, c + j) for c in contexts], len(contexts)))
@@ -95,11 +95,11 @@ def test_utilisation_of_windows_equals_adding_steps_one_by_one():
     starts = np.concatenate(([3.25], ends[:-1]))
     flops, nbytes = rng.uniform(1e12, 1e14, 500), rng.uniform(1e9, 1e11, 500)
     timeline = UtilisationTimeline(0.25)
-    timeline.add_many(3.25, ends[:100], flops[:100], nbytes[:100])   # a window,
+    timeline.add_many(3.25, np.stack([ends[:120], flops[:120], nbytes[:120]]), 100)   # a window cut at 100 steps,
     for args in zip(starts[100:130].tolist(), ends[100:130].tolist(), flops[100:130].tolist(),
                     nbytes[100:130].tolist()):
         timeline.add(*args)                                                 # single steps,
-    timeline.add_many(float(ends[129]), ends[130:], flops[130:], nbytes[130:])   # another window
+    timeline.add_many(float(ends[129]), np.stack([ends[130:], flops[130:], nbytes[130:]]), 370)   # another window
     got = timeline.series(ends[-1])
     expected = _spread_one_by_one(0.25, zip(starts.tolist(), ends.tolist(), flops.tolist(), nbytes.tolist()),
                                   len(got["busy_s"]))
@@ -115,6 +115,6 @@ def test_window_block_allocations_follow_the_growing_contexts():
     contexts = rng.integers(1, 5000, 40)
     held = -(-(contexts + 1) // 16) + rng.integers(0, 3, 40)   # some hold more (pulled prompt blocks)
     ends = np.arange(1, 301, dtype=float)
-    window = DecodeWindow([], contexts, 0.0, ends, ends, ends, held, 16)
+    window = DecodeWindow([], contexts, 0.0, np.stack([ends, ends, ends]), ends, held, 16)
     for started in range(0, 300):
         assert window.blocks_allocated_by(started + 0.5) == blocks_needed(contexts, held, 16, started + 1)

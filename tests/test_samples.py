@@ -10,8 +10,7 @@ def test_quantiles_are_within_one_bin_of_the_exact_ones():
     rng = np.random.default_rng(3)
     gaps = rng.lognormal(np.log(0.02), 1.0, 200_000)
     samples = WeightedSamples()
-    samples.add_many(gaps[:150_000], 1)
-    for gap in gaps[150_000:].tolist():
+    for gap in gaps.tolist():
         samples.add(gap)
     binned, exact = samples.distribution(), Distribution.of(gaps)
     assert binned.total == len(gaps)
@@ -22,11 +21,12 @@ def test_quantiles_are_within_one_bin_of_the_exact_ones():
 
 def test_counts_do_not_depend_on_how_samples_were_grouped():
     rng = np.random.default_rng(4)
-    gaps = rng.uniform(0.001, 0.1, 5_000)
+    times = np.cumsum(rng.uniform(0.001, 0.1, 5_001))
+    gaps = (times[1:] - times[:-1]).tolist()
     at_once, one_by_one = WeightedSamples(), WeightedSamples()
-    at_once.add_many(gaps, 7)
+    assert at_once.add_gaps(times, 7) == max(gaps)
     for _ in range(7):
-        for gap in gaps.tolist():
+        for gap in gaps:
             one_by_one.add(gap)
     first, second = at_once.distribution(), one_by_one.distribution()
     assert np.array_equal(first.values, second.values) and np.array_equal(first.counts, second.counts)
@@ -35,7 +35,7 @@ def test_counts_do_not_depend_on_how_samples_were_grouped():
 
 def test_values_outside_the_range_count_in_the_edge_bins():
     samples = WeightedSamples()
-    samples.add_many(np.array([1e-12, 0.5, 1e9]), 2)
+    samples.add_gaps(np.array([1.0, 1.0 + 1e-12, 1.5, 1e9]), 2)   # gaps about 1e-12, 0.5 and 1e9
     dist = samples.distribution()
     assert dist.total == 6 and len(dist.values) == 3
     assert dist.values[0] == pytest.approx(1e-7, rel=1e-3) and dist.values[-1] == pytest.approx(1e5, rel=1e-3)
