@@ -37,15 +37,21 @@ _BINS = int(_key(np.array([_HIGHEST]))[0]) - _KEY_MIN + 1
 def _count(counts, values, weight):
     """Add `weight` to the bin of each value and return the largest value; zero and negatives
     (sign bit set) count in the lowest bin, values beyond the range and NaN in the highest."""
-    keys = values.view(np.int64) >> _SHIFT
-    for key in keys:
-        counts[min(max(key - _KEY_MIN, 0), _BINS - 1)] += weight
-    return values.max()
+    # Element by element, not whole-array operations: those take numba seconds to compile.
+    bits = values.view(np.int64)
+    largest = values[0]
+    for i in range(len(values)):
+        counts[min(max((bits[i] >> _SHIFT) - _KEY_MIN, 0), _BINS - 1)] += weight
+        largest = max(largest, values[i])
+    return largest
 
 
 @njit(cache=True)
 def _count_gaps(counts, times, weight):
-    return _count(counts, times[1:] - times[:-1], weight)
+    gaps = np.empty(len(times) - 1)
+    for i in range(len(gaps)):
+        gaps[i] = times[i + 1] - times[i]
+    return _count(counts, gaps, weight)
 
 
 def _bin_middle(bins: np.ndarray) -> np.ndarray:
