@@ -26,9 +26,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-from numba import njit
-
 from sim.catalog import GPUSpec, ModelSpec
 
 ACTIVATION_BYTES = 2  # bf16 activations in the all-reduce
@@ -126,19 +123,12 @@ class StepTimeModel:
         time_s = linear_s + attention_s + self._allreduce(batch.tokens) + self._overhead(batch.sampled_seqs)
         return StepCost(time_s, linear_flops + attention_flops, weight_bytes + kv_bytes)
 
-    def decode_window(self, seqs: int, context_sum: int, steps: int, start_s: float) -> np.ndarray:
-        """End times, FLOPs and bytes (the rows of a (3, steps) array) of `steps` back-to-back
-        steps, the first starting at `start_s`, of an unchanged batch of `seqs` decode sequences
-        whose cached contexts sum to `context_sum` at the first step.
-
-        Each step adds one token to every context: attention work grows, the linear layers and
-        the all-reduce cost the same. Each step's values are those `cost` gives for it, and each
-        end is the previous end plus the step's time, as SimPy's clock advances: bit for bit
-        what the step-by-step engine computes.
-        """
-        linear_s, linear_flops, weight_bytes = self._linear(seqs, seqs)
-        return _decode_steps(start_s, steps, seqs, context_sum, linear_s, linear_flops, weight_bytes,
-                             self._allreduce(seqs), self._overhead(seqs), self._attention_constants)
+    def decode_step_constants(self, seqs: int) -> tuple:
+        """The parts of a step of `seqs` decode sequences that stay the same while the batch does
+        (`sim.decode_window` runs many such steps at once): linear seconds, FLOPs and weight bytes,
+        all-reduce and host-overhead seconds, and the arguments of `attention_work` after the
+        batch's own three."""
+        return (*self._linear(seqs, seqs), self._allreduce(seqs), self._overhead(seqs), self._attention_constants)
 
     def breakdown(self, batch: BatchShape) -> dict[str, float]:
         """Seconds of `cost(batch)` per kernel class (linear, attention, allreduce, overhead);
@@ -160,7 +150,7 @@ class StepTimeModel:
         return max(flops / self._gemm_flops_per_s, weight_bytes / self._memory_bytes_per_s), flops, weight_bytes
 
     def _attention(self, pairs: int, kv_read_tokens: int, tokens: int) -> tuple[float, float, float]:
-        return attention_work.py_func(pairs, kv_read_tokens, tokens, *self._attention_constants)
+        return attention_work(pairs, kv_read_tokens, tokens, *self._attention_constants)
 
     def _overhead(self, sampled_seqs: int) -> float:
         """Host seconds of a step: fixed, plus per sequence that samples a token."""
@@ -174,28 +164,13 @@ class StepTimeModel:
         return self.cost(BatchShape.of([(prompt_tokens, 0)], sampled_seqs=1)).time_s
 
 
-@njit(cache=True)
+
 def attention_work(pairs, kv_read_tokens, tokens, flops_per_pair, flops_per_s, kv_bytes_per_token, kv_bytes_per_s):
     """(seconds, FLOPs, bytes) of a step's attention over `pairs` causal (query, key) pairs:
-    every KV token of the context is read, every new one written. Compiled for the decode
-    window's loop; `StepTimeModel` calls the same source as plain Python (`.py_func`)."""
+    every KV token of the context is read, every new one written. Plain arithmetic on scalars,
+    so that `sim.decode_window` can compile this same function for its loop. numba stays out of
+    this module: `real.profile` imports it into a process that runs vLLM, whose kernel rebinding
+    (vllm/triton_utils/dispatcher.py) fails on llvmlite's library wrapper once numba is loaded."""
     flops = flops_per_pair * pairs
     kv_bytes = kv_bytes_per_token * (kv_read_tokens + tokens)
     return max(flops / flops_per_s, kv_bytes / kv_bytes_per_s), flops, kv_bytes
-
-
-@njit(cache=True)
-def _decode_steps(start_s, steps, seqs, context_sum, linear_s, linear_flops, weight_bytes, allreduce_s, overhead_s,
-                  attention_constants):
-    """The loop of `StepTimeModel.decode_window`: one pass, in the order of `StepTimeModel.cost`."""
-    work = np.empty((3, steps))   # one array: each array returned to Python costs as much as a short window
-    end = start_s
-    for step in range(steps):
-        # A decode is a chunk of 1 token after c cached ones: c + 1 pairs, c + 1 KV tokens read.
-        pairs = context_sum + seqs * (step + 1)
-        attention_s, attention_flops, kv_bytes = attention_work(pairs, pairs, seqs, *attention_constants)
-        end += linear_s + attention_s + allreduce_s + overhead_s
-        work[0, step] = end
-        work[1, step] = linear_flops + attention_flops
-        work[2, step] = weight_bytes + kv_bytes
-    return work

@@ -203,13 +203,14 @@ def test_kv_read_efficiency_slows_only_attention_reads(h100, llama8b):
 def test_a_zero_host_cost_per_sequence_changes_no_step_time(h100, llama8b):
     from dataclasses import replace
 
+    from sim.decode_window import window_steps
     from sim.step_time import StepTimeModel
     batch = BatchShape.of([(512, 0)] + [(1, 900)] * 31, 32)
     base = StepTimeModel(llama8b, h100, 1)
     assert h100.seq_overhead_s == 0.0
     costly = StepTimeModel(llama8b, replace(h100, seq_overhead_s=1e-4), 1)
     assert costly.cost(batch).time_s == pytest.approx(base.cost(batch).time_s + 32e-4, rel=1e-12)
-    ends = costly.decode_window(8, 8000, 5, 0.0)[0]
+    ends = window_steps(costly, 8, 8000, 5, 0.0)[0]
     assert ends[0] == costly.cost(BatchShape.of([(1, 1000)] * 8, 8)).time_s
 
 

@@ -9,6 +9,7 @@ import pytest
 from conftest import compose_config
 from sim.experiment import plan
 from sim.run import simulate
+from sim.decode_window import window_steps
 from sim.step_time import BatchShape, StepTimeModel
 from sim.utilisation import UtilisationTimeline
 from sim.workload import build_workload
@@ -60,7 +61,7 @@ def test_decode_window_equals_step_costs(llama8b, h100):
     for tp in (1, 2, 4):
         model = StepTimeModel(llama8b, h100, tp)
         contexts = [17, 5000, 123, 999]
-        ends, flops, nbytes = model.decode_window(len(contexts), sum(contexts), 300, 12.5)   # the rows
+        ends, flops, nbytes = window_steps(model, len(contexts), sum(contexts), 300, 12.5)   # the rows
         end = 12.5
         for j in range(300):   # SimPy's clock: each step ends at the previous end plus its time
             cost = model.cost(BatchShape.of([(1, c + j) for c in contexts], len(contexts)))
