@@ -34,12 +34,15 @@ class DecodeWindow:
     contexts: list[int]        # each sequence's computed tokens at the first step
     start: float               # start time of the first step (each later one starts when the previous ends)
     work: np.ndarray           # rows: end time (accumulated exactly as SimPy would), FLOPs, bytes of each step
-    ends: np.ndarray           # work[0]
     held: list[int]            # each sequence's blocks after the first step's allocation
     block_size: int
     truncated: bool = False
     pulls_due: bool = False    # pulls wait for the end of the step in progress (Engine._pull_or_cut)
+    ends: np.ndarray = field(init=False)   # work[0], taken once: the engine and routers read it often
     _allocated: dict[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.ends = self.work[0]
 
     def __len__(self) -> int:
         return len(self.ends)
@@ -80,7 +83,7 @@ def plan_window(step: ScheduledStep, running: list[Sequence], pool: BlockPool, b
     if steps < MIN_STEPS:
         return None
     work = window_steps(step_model, len(step.seqs), sum(contexts), steps, now)
-    return DecodeWindow(list(step.seqs), contexts, now, work, work[0], held, block_size)
+    return DecodeWindow(list(step.seqs), contexts, now, work, held, block_size)
 
 
 def blocks_needed(contexts: list[int], held: list[int], block_size: int, steps: int) -> int:
