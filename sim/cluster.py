@@ -32,7 +32,7 @@ from sim.kv_cache import BlockPool
 from sim.prefix_cache import PrefixCache
 from sim.kv_transfer import Endpoint, KVNetwork, kv_transfer_bytes
 from sim.request import Request, Sequence
-from sim.router import Router
+from sim.router import LoadBoard, Router
 from sim.samples import WeightedSamples
 from sim.step_time import StepTimeModel
 from sim.utilisation import UtilisationTimeline
@@ -71,16 +71,19 @@ class Cluster:
     def _build_pool(self, pool: PoolSpec, hooks: EngineHooks) -> list[Engine]:
         step_model = StepTimeModel(self.model, pool.gpu, pool.tp)
         engines = []
-        for _ in range(pool.instances):
+        board = LoadBoard(pool.instances)
+        for slot in range(pool.instances):
             cache = None
             if pool.prefix_caching and self.options.prefix_block_tokens:
                 cache = PrefixCache(pool.kv_tokens, self.options.prefix_block_tokens, pool.limits.block_size)
             engines.append(Engine(self.env, self._next_instance, pool.role, pool.tp, pool.limits,
-                                  BlockPool(pool.kv_blocks, pool.limits.block_size), step_model, hooks,
-                                  UtilisationTimeline(self.options.util_bin_s), self.options.fast_forward, cache))
+                                  BlockPool(pool.kv_blocks, pool.limits.block_size, usage_mirror=board.kv_usage_floor,
+                                            mirror_slot=slot), step_model, hooks,
+                                  UtilisationTimeline(self.options.util_bin_s), self.options.fast_forward, cache,
+                                  board, slot))
             self._next_instance += 1
         self.engines[pool.role] = engines
-        self.routers[pool.role] = Router(pool.router, engines)
+        self.routers[pool.role] = Router(pool.router, engines, board)
         return engines
 
     def arrive(self, request: Request) -> None:

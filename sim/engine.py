@@ -30,6 +30,7 @@ from sim.decode_window import DecodeWindow, blocks_needed, plan_window
 from sim.kv_cache import BlockPool
 from sim.prefix_cache import PrefixCache
 from sim.request import Sequence
+from sim.router import LoadBoard
 from sim.scheduler import Scheduler, SchedulerLimits, ScheduledStep
 from sim.step_time import BatchShape, StepTimeModel
 from sim.utilisation import UtilisationTimeline
@@ -78,7 +79,9 @@ class Engine:
     def __init__(self, env: simpy.Environment, instance_id: int, role: str, tp: int,
                  limits: SchedulerLimits, kv_pool: BlockPool, step_model: StepTimeModel,
                  hooks: EngineHooks, utilisation: UtilisationTimeline, fast_forward: bool = True,
-                 prefix_cache: PrefixCache | None = None):
+                 prefix_cache: PrefixCache | None = None, board: LoadBoard | None = None, board_slot: int = 0):
+        """`board`, if given, gets this engine's state (at `board_slot`) as it changes; its KV
+        usage comes from `kv_pool`, which the caller mirrors there."""
         self.env = env
         self.instance_id = instance_id
         self.role = role
@@ -89,10 +92,12 @@ class Engine:
         self.scheduler = Scheduler(limits, kv_pool, prefix_cache)
         self.hooks = hooks
         self.utilisation = utilisation
-        self.outstanding = 0          # sequences submitted and not finished
+        self.up = True
+        self.board = board
+        self.board_slot = board_slot
+        self.outstanding = 0
         self.steps = 0
         self.fast_forward = fast_forward
-        self.up = True
         self.incarnation = 0          # bumped at each failure: callbacks from before it are stale
         self._wakeup: simpy.Event | None = None
         self._recovered: simpy.Event | None = None
@@ -100,16 +105,34 @@ class Engine:
         self._step_end_s: float | None = None   # end of the single step running now
         self._process = env.process(self._run())
 
+    @property
+    def outstanding(self) -> int:
+        """Sequences submitted and not finished."""
+        return self._outstanding
+
+    @outstanding.setter
+    def outstanding(self, count: int) -> None:
+        self._outstanding = count
+        self._post()
+
+    def _set_up(self, up: bool) -> None:
+        self.up = up
+        self._post()
+
+    def _post(self) -> None:
+        if self.board is not None:
+            self.board.post(self.board_slot, self.up, self._outstanding)
+
     def fail(self) -> None:
         """The instance goes down now; what it held is reported lost through `on_lost`."""
         if self.up:
-            self.up = False
+            self._set_up(False)
             self.incarnation += 1
             self._process.interrupt(FAILURE)
 
     def recover(self) -> None:
         if not self.up:
-            self.up = True
+            self._set_up(True)
             self._recovered.succeed()
 
     def submit(self, seq: Sequence) -> None:
@@ -227,7 +250,7 @@ class Engine:
         scheduler.waiting.clear()
         scheduler.ready.clear()
         scheduler.pulling.clear()
-        self.kv.used = 0              # held prefill blocks and pulls in flight are gone too
+        self.kv.release(self.kv.used)   # held prefill blocks and pulls in flight are gone too
         if self.prefix_cache is not None:
             self.prefix_cache.clear()
         self.outstanding = 0

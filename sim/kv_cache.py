@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from sim.catalog import GPUSpec, ModelSpec
 
 GIB = 1024**3
@@ -36,12 +38,17 @@ def blocks_for(tokens: int, block_size: int) -> int:
 
 @dataclass(slots=True)
 class BlockPool:
-    """Counts of free and used blocks; the engine owns which sequence holds how many."""
+    """Counts of free and used blocks; the engine owns which sequence holds how many.
+
+    With a `usage_mirror`, the share in use is also written to `usage_mirror[mirror_slot]`
+    whenever it changes (a router's `sim.router.LoadBoard` reads it there)."""
 
     capacity: int
     block_size: int
     used: int = 0
     peak_used: int = 0
+    usage_mirror: np.ndarray | None = None
+    mirror_slot: int = 0
 
     @property
     def free(self) -> int:
@@ -54,9 +61,16 @@ class BlockPool:
     def allocate(self, blocks: int) -> None:
         if blocks > self.capacity - self.used:
             raise RuntimeError(f"KV over-allocation: {blocks} blocks asked, {self.free} free")
-        self.used += blocks
-        if self.used > self.peak_used:
-            self.peak_used = self.used
+        if blocks:
+            self.used += blocks
+            if self.used > self.peak_used:
+                self.peak_used = self.used
+            self._mirror()
 
     def release(self, blocks: int) -> None:
         self.used -= blocks
+        self._mirror()
+
+    def _mirror(self) -> None:
+        if self.usage_mirror is not None:
+            self.usage_mirror[self.mirror_slot] = self.used / self.capacity

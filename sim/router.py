@@ -7,6 +7,10 @@ outstanding, since queued requests hold no blocks yet); `prefix_aware` picks the
 the least work for this request: its prompt tokens not in that instance's prefix cache plus
 the tokens already queued there (Dynamo's KV router weighs the same two). Ties go to the
 lowest instance id, so routing is deterministic.
+
+A pool of simulated engines also keeps a `LoadBoard`, so that a pick over hundreds of instances
+is an argmin or an argsort per request instead of a Python loop over the pool; the real
+gateway's few backends are read one by one.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import math
 from operator import attrgetter
 from typing import Generic, Protocol, TypeVar
 from typing import Sequence as Seq
+
+import numpy as np
 
 from sim.prefix_cache import PrefixCache
 from sim.request import Request
@@ -39,18 +45,51 @@ class Routable(Protocol):
 Instance = TypeVar("Instance", bound=Routable)
 
 
+class LoadBoard:
+    """What the load-aware policies compare, one slot per instance of a pool, as arrays the
+    instances write as their state changes (`post`, and a `sim.kv_cache.BlockPool` mirroring
+    its share in use into `kv_usage_floor`)."""
+
+    def __init__(self, size: int):
+        self.up = np.ones(size, dtype=bool)
+        self.loads = np.zeros(size)           # requests outstanding; +inf where down, so argmin skips it
+        self.kv_usage_floor = np.zeros(size)  # share of KV blocks in use outside a decode window
+
+    def post(self, slot: int, up: bool, outstanding: int) -> None:
+        self.up[slot] = up
+        self.loads[slot] = outstanding if up else math.inf
+
+    def least_outstanding(self) -> int | None:
+        """The slot up with the fewest outstanding, the first one on a tie; None when all are down."""
+        slot = int(self.loads.argmin())
+        return None if self.loads[slot] == math.inf else slot
+
+    def kv_usage_floors(self) -> np.ndarray:
+        """Each slot's `kv_usage_floor`, +inf where the instance is down."""
+        return np.where(self.up, self.kv_usage_floor, math.inf)
+
+
 class Router(Generic[Instance]):
-    def __init__(self, policy: str, engines: Seq[Instance]):
+    def __init__(self, policy: str, engines: Seq[Instance], board: LoadBoard | None = None):
+        """`board`, if given, is kept up to date by `engines` (slot i is engines[i])."""
         if policy not in POLICIES:
             raise ValueError(f"unknown router policy {policy!r}; choose one of {POLICIES}")
         self.policy = policy
         self.engines = list(engines)
+        self.board = board
         self._next = 0
 
     def pick(self, request: Request) -> Instance | None:
         """An instance that is up for `request`, or None when all are down."""
+        board = self.board
         if self.policy == "least_kv":
-            return _least_kv(self.engines)
+            if board is None:
+                return _least_kv(self.engines, np.array([e.kv_usage_floor() if e.up else math.inf
+                                                         for e in self.engines]))
+            return _least_kv(self.engines, board.kv_usage_floors())
+        if self.policy == "least_outstanding" and board is not None:
+            slot = board.least_outstanding()
+            return None if slot is None else self.engines[slot]
         up = [e for e in self.engines if e.up]
         if not up:
             return None
@@ -65,26 +104,32 @@ class Router(Generic[Instance]):
         return min(up, key=lambda e: (_uncached_tokens(e, request) + e.pending_tokens(), e.outstanding))
 
 
-def _least_kv(engines: list[Instance]) -> Instance | None:
+def _least_kv(engines: list[Instance], floors: np.ndarray) -> Instance | None:
     """min(engines that are up, key=(kv_usage, outstanding)), first in list order on a tie, or
-    None when none is up. `kv_usage` (which counts a decode window's allocations so far: not
-    free) is evaluated only where it can win: `kv_usage_floor` bounds it from below, so once
-    that bound exceeds the best usage found, no engine further in bound order can beat it. Nor
-    can one once the bound equals the best usage, the best's usage is its own bound and it has
-    nothing outstanding: the engines left at that bound would at best tie with it and come
-    after it in list order (an idle pool's common case). This runs once per request over a
-    whole pool (hundreds of instances in a big plan): the bounds are sorted as plain floats."""
-    floors = [e.kv_usage_floor() if e.up else math.inf for e in engines]
-    best, best_key = None, None
-    for i in sorted(range(len(engines)), key=floors.__getitem__):
-        bound = floors[i]
-        if bound == math.inf or (best_key is not None and (bound > best_key[0] or (
-                bound == best_key[0] == floors[best_key[2]] and best_key[1] == 0))):
+    None when none is up, given each engine's `kv_usage_floor` in `floors` (+inf where down).
+
+    `kv_usage` (which counts a decode window's allocations so far: not free) is evaluated only
+    where it can win: the floor bounds it from below, so the engines are visited in floor order
+    and once a floor exceeds the best usage found, no engine further on can beat it. Nor can one
+    once the floor equals the best usage, the best's usage is its own floor and it has nothing
+    outstanding: the engines left at that floor would at best tie with it and come after it in
+    list order (an idle pool's common case). Only the engines whose floor is at most the usage
+    of the first visited can be reached, so only those are sorted: this runs once per request
+    over a whole pool (hundreds of instances in a big plan)."""
+    first = int(floors.argmin())
+    if floors[first] == math.inf:
+        return None
+    best, best_floor = engines[first], float(floors[first])
+    best_key = (best.kv_usage(), best.outstanding, first)
+    reachable = np.flatnonzero(floors <= best_key[0])
+    reachable = reachable[floors[reachable].argsort(kind="stable")]   # starts with `first`
+    for i, floor in zip(reachable[1:].tolist(), floors[reachable[1:]].tolist()):
+        if floor > best_key[0] or (floor == best_key[0] == best_floor and best_key[1] == 0):
             break
         engine = engines[i]
         key = (engine.kv_usage(), engine.outstanding, i)
-        if best_key is None or key < best_key:
-            best, best_key = engine, key
+        if key < best_key:
+            best, best_floor, best_key = engine, floor, key
     return best
 
 

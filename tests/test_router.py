@@ -1,10 +1,15 @@
-"""Routing policies: `least_kv` evaluates few engines but picks what the plain definition picks."""
+"""Routing policies: `least_kv` evaluates few engines but picks what the plain definition picks;
+a pool's `LoadBoard` picks what reading each engine picks."""
 
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 
+from sim.faults import fault_plan
 from sim.router import Router
+from sim.run import simulate
+from test_cluster import poisson, spec_for
 
 
 @dataclass
@@ -52,3 +57,32 @@ def test_least_kv_stops_early_only_where_no_later_instance_can_tie_and_win():
     idle = [FakeEngine(i, 0.0, 0.0, 0) for i in range(50)]
     assert Router("least_kv", idle).pick(None) is idle[0]
     assert sum(e.evaluated for e in idle) == 1
+
+
+@pytest.mark.parametrize("overrides", [
+    ("serving=monolithic", "serving.instances=4"),
+    ("serving=monolithic", "serving.instances=4", "serving.router=least_kv"),
+    ("serving=disaggregated", "serving.prefill.instances=3", "serving.decode.instances=4"),
+])
+def test_a_pool_s_load_board_gives_the_picks_of_reading_each_engine(overrides, monkeypatch):
+    """Through a run with instances failing and recovering, every pick from the board the
+    engines keep is the pick of the same policy reading the engines themselves."""
+    picked = []
+    pick = Router.pick
+
+    def checked_pick(router, request):
+        engine = pick(router, request)
+        if router.board is not None:
+            assert engine is Router(router.policy, router.engines).pick(request)
+            assert router.board.kv_usage_floor.tolist() == [e.kv_usage_floor() for e in router.engines]
+            picked.append(engine)
+        return engine
+
+    monkeypatch.setattr(Router, "pick", checked_pick)
+    faults = {"schedule": [{"instance": 1, "at_s": 5.0, "down_s": 6.0}, {"instance": 3, "at_s": 8.0, "down_s": 4.0},
+                           {"instance": 2, "at_s": 9.0, "down_s": 1.0}]}
+    table = simulate(spec_for(*overrides), poisson(rate=40, duration=25, prompt=(200, 4000), output=(20, 300)),
+                     faults=fault_plan(faults)).requests
+    assert len(picked) >= len(table)
+    assert len({engine.instance_id for engine in picked}) >= 4   # the picks spread over the pool
+    assert (table.status == "failed").any()                      # and the failures did happen
