@@ -72,12 +72,14 @@ class Cluster:
         step_model = StepTimeModel(self.model, pool.gpu, pool.tp)
         engines = []
         board = LoadBoard(pool.instances)
+        # Only least_kv reads the usage floors, which change at almost every step.
+        usage_mirror = board.kv_usage_floor if pool.router == "least_kv" else None
         for slot in range(pool.instances):
             cache = None
             if pool.prefix_caching and self.options.prefix_block_tokens:
                 cache = PrefixCache(pool.kv_tokens, self.options.prefix_block_tokens, pool.limits.block_size)
             engines.append(Engine(self.env, self._next_instance, pool.role, pool.tp, pool.limits,
-                                  BlockPool(pool.kv_blocks, pool.limits.block_size, usage_mirror=board.kv_usage_floor,
+                                  BlockPool(pool.kv_blocks, pool.limits.block_size, usage_mirror=usage_mirror,
                                             mirror_slot=slot), step_model, hooks,
                                   UtilisationTimeline(self.options.util_bin_s), self.options.fast_forward, cache,
                                   board, slot))

@@ -53,7 +53,7 @@ class LoadBoard:
     def __init__(self, size: int):
         self.up = np.ones(size, dtype=bool)
         self.loads = np.zeros(size)           # requests outstanding; +inf where down, so argmin skips it
-        self.kv_usage_floor = np.zeros(size)  # share of KV blocks in use outside a decode window
+        self.kv_usage_floor = np.zeros(size)  # share of KV blocks in use outside a decode window (least_kv)
 
     def post(self, slot: int, up: bool, outstanding: int) -> None:
         self.up[slot] = up

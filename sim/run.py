@@ -124,18 +124,23 @@ def utilisation_table(cluster: Cluster, end_s: float) -> pd.DataFrame:
     compute_util = FLOPs / (peak FLOP/s x GPUs x bin width); memory_util likewise with HBM
     bandwidth: what the GPUs of the instance did, against what they could have done.
     """
-    frames = []
+    columns: dict[str, list] = {name: [] for name in ("role", "instance", "bin_start_s", "bin_s", "busy_s", "flops",
+                                                       "bytes", "compute_util", "memory_util")}
     for pool in cluster.spec.pools:
         for engine in cluster.engines[pool.role]:
             series = engine.utilisation.series(end_s)
             bins = len(series["busy_s"])
             bin_s = engine.utilisation.bin_s
-            frame = pd.DataFrame({"role": pool.role, "instance": engine.instance_id,
-                                  "bin_start_s": np.arange(bins) * bin_s, "bin_s": bin_s, **series})
-            frame["compute_util"] = frame["flops"] / (pool.gpu.peak_flops * pool.tp * bin_s)
-            frame["memory_util"] = frame["bytes"] / (pool.gpu.memory_bandwidth * pool.tp * bin_s)
-            frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+            columns["role"].append(np.full(bins, pool.role, dtype=object))
+            columns["instance"].append(np.full(bins, engine.instance_id))
+            columns["bin_start_s"].append(np.arange(bins) * bin_s)
+            columns["bin_s"].append(np.full(bins, bin_s))
+            for name, values in series.items():
+                columns[name].append(values)
+            columns["compute_util"].append(series["flops"] / (pool.gpu.peak_flops * pool.tp * bin_s))
+            columns["memory_util"].append(series["bytes"] / (pool.gpu.memory_bandwidth * pool.tp * bin_s))
+    # One frame from whole columns: a frame per instance and a concat cost ~1 s for a 256-GPU hour.
+    return pd.DataFrame({name: np.concatenate(parts) for name, parts in columns.items()})
 
 
 def instances_table(cluster: Cluster) -> pd.DataFrame:

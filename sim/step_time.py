@@ -111,6 +111,7 @@ class StepTimeModel:
             self._allreduce_s_per_token = calls * self._allreduce_s_per_byte * model.hidden_size * ACTIVATION_BYTES
         else:
             self._allreduce_s_per_byte = self._allreduce_fixed_s = self._allreduce_s_per_token = 0.0
+        self._decode_constants: dict[int, tuple] = {}
 
     def weight_bytes_read(self, tokens: int) -> float:
         experts = experts_touched(self.model, tokens) if self.model.is_moe else 1.0
@@ -127,8 +128,13 @@ class StepTimeModel:
         """The parts of a step of `seqs` decode sequences that stay the same while the batch does
         (`sim.decode_window` runs many such steps at once): linear seconds, FLOPs and weight bytes,
         all-reduce and host-overhead seconds, and the arguments of `attention_work` after the
-        batch's own three."""
-        return (*self._linear(seqs, seqs), self._allreduce(seqs), self._overhead(seqs), self._attention_constants)
+        batch's own three. Kept per batch size: every decode window asks."""
+        constants = self._decode_constants.get(seqs)
+        if constants is None:
+            constants = (*self._linear(seqs, seqs), self._allreduce(seqs), self._overhead(seqs),
+                         self._attention_constants)
+            self._decode_constants[seqs] = constants
+        return constants
 
     def breakdown(self, batch: BatchShape) -> dict[str, float]:
         """Seconds of `cost(batch)` per kernel class (linear, attention, allreduce, overhead);

@@ -74,7 +74,8 @@ def test_a_pool_s_load_board_gives_the_picks_of_reading_each_engine(overrides, m
         engine = pick(router, request)
         if router.board is not None:
             assert engine is Router(router.policy, router.engines).pick(request)
-            assert router.board.kv_usage_floor.tolist() == [e.kv_usage_floor() for e in router.engines]
+            if router.policy == "least_kv":
+                assert router.board.kv_usage_floor.tolist() == [e.kv_usage_floor() for e in router.engines]
             picked.append(engine)
         return engine
 
