@@ -52,11 +52,14 @@ class LoadBoard:
 
     def __init__(self, size: int):
         self.up = np.ones(size, dtype=bool)
+        self.down = 0                         # slots not up
         self.loads = np.zeros(size)           # requests outstanding; +inf where down, so argmin skips it
         self.kv_usage_floor = np.zeros(size)  # share of KV blocks in use outside a decode window (least_kv)
 
     def post(self, slot: int, up: bool, outstanding: int) -> None:
-        self.up[slot] = up
+        if up != self.up[slot]:
+            self.up[slot] = up
+            self.down += -1 if up else 1
         self.loads[slot] = outstanding if up else math.inf
 
     def least_outstanding(self) -> int | None:
@@ -65,8 +68,9 @@ class LoadBoard:
         return None if self.loads[slot] == math.inf else slot
 
     def kv_usage_floors(self) -> np.ndarray:
-        """Each slot's `kv_usage_floor`, +inf where the instance is down."""
-        return np.where(self.up, self.kv_usage_floor, math.inf)
+        """Each slot's `kv_usage_floor`, +inf where the instance is down (read it before the
+        engines change: with every instance up, it is the board's own array)."""
+        return self.kv_usage_floor if not self.down else np.where(self.up, self.kv_usage_floor, math.inf)
 
 
 class Router(Generic[Instance]):
@@ -121,9 +125,11 @@ def _least_kv(engines: list[Instance], floors: np.ndarray) -> Instance | None:
         return None
     best, best_floor = engines[first], float(floors[first])
     best_key = (best.kv_usage(), best.outstanding, first)
-    reachable = np.flatnonzero(floors <= best_key[0])
-    reachable = reachable[floors[reachable].argsort(kind="stable")]   # starts with `first`
-    for i, floor in zip(reachable[1:].tolist(), floors[reachable[1:]].tolist()):
+    reachable = (floors <= best_key[0]).nonzero()[0]
+    if len(reachable) == 1:
+        return best
+    # (floor, index) pairs sort as a stable sort by floor does; the first is `first`'s
+    for floor, i in sorted(zip(floors[reachable].tolist(), reachable.tolist()))[1:]:
         if floor > best_key[0] or (floor == best_key[0] == best_floor and best_key[1] == 0):
             break
         engine = engines[i]
