@@ -113,15 +113,13 @@ class Engine:
     @outstanding.setter
     def outstanding(self, count: int) -> None:
         self._outstanding = count
-        self._post()
+        if self.board is not None and self.up:
+            self.board.post_outstanding(self.board_slot, count)
 
     def _set_up(self, up: bool) -> None:
         self.up = up
-        self._post()
-
-    def _post(self) -> None:
         if self.board is not None:
-            self.board.post(self.board_slot, self.up, self._outstanding)
+            self.board.post_up(self.board_slot, up, self._outstanding)
 
     def fail(self) -> None:
         """The instance goes down now; what it held is reported lost through `on_lost`."""

@@ -47,8 +47,8 @@ Instance = TypeVar("Instance", bound=Routable)
 
 class LoadBoard:
     """What the load-aware policies compare, one slot per instance of a pool, as arrays the
-    instances write as their state changes (`post`, and a `sim.kv_cache.BlockPool` mirroring
-    its share in use into `kv_usage_floor`)."""
+    instances write as their state changes (`post_outstanding`, `post_up`, and a
+    `sim.kv_cache.BlockPool` mirroring its share in use into `kv_usage_floor`)."""
 
     def __init__(self, size: int):
         self.up = np.ones(size, dtype=bool)
@@ -56,10 +56,14 @@ class LoadBoard:
         self.loads = np.zeros(size)           # requests outstanding; +inf where down, so argmin skips it
         self.kv_usage_floor = np.zeros(size)  # share of KV blocks in use outside a decode window (least_kv)
 
-    def post(self, slot: int, up: bool, outstanding: int) -> None:
-        if up != self.up[slot]:
-            self.up[slot] = up
-            self.down += -1 if up else 1
+    def post_outstanding(self, slot: int, outstanding: int) -> None:
+        """The outstanding count of an instance that is up."""
+        self.loads[slot] = outstanding
+
+    def post_up(self, slot: int, up: bool, outstanding: int) -> None:
+        """An instance went down or came back up (with `outstanding` requests)."""
+        self.up[slot] = up
+        self.down = int(np.count_nonzero(~self.up))
         self.loads[slot] = outstanding if up else math.inf
 
     def least_outstanding(self) -> int | None:
