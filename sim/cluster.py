@@ -19,6 +19,7 @@ Every request ends completed, rejected or failed; `done` triggers when all have.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +28,7 @@ import simpy
 from sim.catalog import ModelSpec
 from sim.config import ClusterSpec, PoolSpec
 from sim.engine import DECODE, MIXED, PREFILL, Engine, EngineHooks
+from sim.events import At
 from sim.faults import FaultPlan
 from sim.kv_cache import BlockPool
 from sim.prefix_cache import PrefixCache
@@ -232,6 +234,11 @@ class HeldPrompt:
     def alive(self) -> bool:
         return self.engine.incarnation == self.incarnation and not self.expired
 
+    @property
+    def may_expire(self) -> bool:
+        """Its lease can still end it: not being pulled, nor lost or expired (neither state is left)."""
+        return not self.pulling and self.alive
+
     def release(self) -> None:
         if self.engine.incarnation == self.incarnation and self.seq.blocks:
             self.engine.release_held(self.seq)
@@ -250,6 +257,8 @@ class DisaggregatedCluster(Cluster):
                                                        spec.link.endpoint_bandwidth(engine.tp, pool.gpu.gpus_per_node))
                           for pool in spec.pools for engine in self.engines[pool.role]}
         self._held: dict[int, HeldPrompt] = {}
+        self._leases: deque[tuple[float, HeldPrompt]] = deque()   # (end, prompt), in the order they end
+        self._lease_timer_set = False
         self._rng = np.random.default_rng(options.seed)
 
     def fail_instance(self, instance_id: int) -> None:
@@ -292,14 +301,35 @@ class DisaggregatedCluster(Cluster):
         request = seq.request
         held = HeldPrompt(engine, seq, engine.incarnation)
         self._held[request.id] = held
-        self._after(self.faults.kv_lease_s, lambda: self._lease_ends(held))
+        self._start_lease(held)
         self._after(2 * self.hop_s, lambda: self._send_to_decode(request))
 
-    def _lease_ends(self, held: HeldPrompt) -> None:
-        """Blocks never pulled within the lease are freed; a later pull of them fails."""
-        if not held.pulling and held.alive:
-            held.expired = True
-            held.release()
+    def _start_lease(self, held: HeldPrompt) -> None:
+        """Blocks never pulled within `kv_lease_s` are freed; a later pull of them fails.
+
+        Every lease lasts as long, so leases end in the order they start: one timer, at the end
+        of the first lease that may still expire, serves them all. An event per lease would
+        put tens of thousands of mostly void events in SimPy's queue of a big run."""
+        self._leases.append((self.env.now + self.faults.kv_lease_s, held))
+        if not self._lease_timer_set:
+            self._set_lease_timer()
+
+    def _set_lease_timer(self) -> None:
+        leases = self._leases
+        while leases and not leases[0][1].may_expire:
+            leases.popleft()
+        self._lease_timer_set = bool(leases)
+        if leases:
+            At(self.env, leases[0][0]).callbacks.append(self._leases_end)
+
+    def _leases_end(self, _event: simpy.Event) -> None:
+        leases, now = self._leases, self.env.now
+        while leases and leases[0][0] <= now:
+            held = leases.popleft()[1]
+            if held.may_expire:
+                held.expired = True
+                held.release()
+        self._set_lease_timer()
 
     def _send_to_decode(self, request: Request) -> None:
         engine = self._route(DECODE, request)

@@ -89,8 +89,14 @@ def plan_window(step: ScheduledStep, running: list[Sequence], pool: BlockPool, b
 def blocks_needed(contexts: list[int], held: list[int], block_size: int, steps: int) -> int:
     """Blocks beyond `held` that `steps` decode steps allocate: step j (from 0) allocates for
     contexts + j + 1 tokens, so after `steps` steps each sequence holds ceil((context + steps) / block_size).
-    Plain Python: batches are small enough that numpy's per-call cost would dominate."""
-    return sum(max(0, -(-(c + steps) // block_size) - h) for c, h in zip(contexts, held))
+    Plain Python: batches are small enough that numpy's per-call cost would dominate (and a
+    plain loop costs half a generator's for the usual one or two sequences)."""
+    total = 0
+    for context, blocks in zip(contexts, held):
+        extra = -(-(context + steps) // block_size) - blocks
+        if extra > 0:
+            total += extra
+    return total
 
 
 def _steps_within_free_blocks(contexts: list[int], held: list[int], free: int, block_size: int,

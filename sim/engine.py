@@ -20,13 +20,13 @@ The engine does not know the cluster around it; it reports through callbacks:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from heapq import heappush
 from typing import Callable
 
 import numpy as np
 import simpy
 
 from sim.decode_window import DecodeWindow, blocks_needed, plan_window
+from sim.events import At
 from sim.kv_cache import BlockPool
 from sim.prefix_cache import PrefixCache
 from sim.request import Sequence
@@ -38,25 +38,10 @@ from sim.utilisation import UtilisationTimeline
 Callback = Callable[["Engine", Sequence, float], None]
 
 MIXED, PREFILL, DECODE = "mixed", "prefill", "decode"
-STEP_END_PRIORITY = 2   # after SimPy's NORMAL (1): a step ending at the instant of an outside event sees it
-
-
-class StepEnd(simpy.events.Event):
-    """The end of an engine step at absolute time `at`, after every ordinary event of that instant.
-
-    Two differences from simpy.Timeout, both for the fast path to agree exactly with the
-    step-by-step one: ties between a step's end and an arrival, a transfer's end or a
-    failure at the same instant resolve one way, whatever order the events were created in;
-    and the time is absolute, because a window's end (a sum of step times) is not always
-    reachable as `now + delay` in floating point.
-    """
-
-    def __init__(self, env: simpy.Environment, at: float):
-        super().__init__(env)
-        self._ok = True       # a successful event with no value, as simpy.Timeout sets up
-        self._value = None
-        # Environment.schedule only takes a delay; its queue entry is (time, priority, id, event).
-        heappush(env._queue, (at, STEP_END_PRIORITY, next(env._eid), self))
+# A step ends after every ordinary event of its instant (SimPy's NORMAL is 1), so that the fast
+# path agrees exactly with the step-by-step one: a step's end and an arrival, a transfer's end
+# or a failure at the same instant resolve one way, whatever order their events were created in.
+STEP_END = 2
 FAILURE = "instance failure"   # the interrupt cause that takes an engine down
 
 
@@ -191,7 +176,7 @@ class Engine:
         else:
             action()
             return
-        StepEnd(self.env, at).callbacks.append(lambda _event: action())
+        At(self.env, at, STEP_END).callbacks.append(lambda _event: action())
 
     def _wake(self) -> None:
         if self._wakeup is not None and not self._wakeup.triggered:
@@ -280,7 +265,7 @@ class Engine:
                 continue
             cost = self.step_model.cost(self._shape(step))
             self._step_end_s = env.now + cost.time_s
-            yield StepEnd(env, self._step_end_s)
+            yield At(env, self._step_end_s, STEP_END)
             self._step_end_s = None
             self.steps += 1
             self.utilisation.add(start, env.now, cost.flops, cost.bytes)
@@ -290,22 +275,24 @@ class Engine:
         env = self.env
         self._window = window
         try:
-            yield StepEnd(env, float(window.ends[-1]))
+            yield At(env, float(window.ends[-1]), STEP_END)
             steps = len(window)
         except simpy.Interrupt as interrupt:
             if interrupt.cause == FAILURE:
                 raise
             steps = window.steps_done_by(env.now)
-            yield StepEnd(env, float(window.ends[steps - 1]))
+            yield At(env, float(window.ends[steps - 1]), STEP_END)
         self._window = None
         self._apply_window(window, steps)
 
     def _apply_window(self, window: DecodeWindow, steps: int) -> None:
         """Account for the first `steps` steps of `window`, as `_complete` would have step by step."""
         seqs = window.seqs
-        self.kv.allocate(blocks_needed(window.contexts, window.held, window.block_size, steps))
+        allocated = 0   # blocks_needed(..., steps), counted while setting each sequence's blocks
         for seq, context, held in zip(seqs, window.contexts, window.held):
             seq.blocks = max(held, -(-(context + steps) // window.block_size))
+            allocated += seq.blocks - held
+        self.kv.allocate(allocated)
         self.utilisation.add_many(window.start, window.work, steps)
         self.steps += steps
         first = float(window.ends[0])

@@ -115,6 +115,9 @@ def test_unpulled_prompts_are_freed_when_the_lease_ends():
     table = run(spec, {"kv_lease_s": 0.5}, workload).requests
     assert_accounted(table)
     assert (table.status == "completed").all() and table.kv_recomputes.sum() > 0
+    # exactly the prompts whose pull started after their lease had ended were recomputed
+    waited = table.transfer_start_s - table.prefill_end_s
+    assert ((table.kv_recomputes > 0) == (waited > 0.5)).all()
 
 
 def test_random_failures_are_deterministic_and_the_fast_path_matches_the_reference():
