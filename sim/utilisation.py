@@ -42,9 +42,13 @@ class UtilisationTimeline:
             self._grow(float(work[0, steps - 1]))
         _spread_steps(self._bins, self.bin_s, start_s, work, steps)
 
+    def bin_count(self, end_s: float) -> int:
+        """Bins up to `end_s` (the last one partly empty when end_s is not on a bin edge)."""
+        return max(1, math.ceil(end_s / self.bin_s))
+
     def series(self, end_s: float) -> dict[str, np.ndarray]:
-        """Per-bin arrays up to `end_s` (the last bin is partly empty when end_s is not on a bin edge)."""
-        bins = max(1, math.ceil(end_s / self.bin_s))
+        """Per-bin arrays of the `bin_count(end_s)` bins up to `end_s`."""
+        bins = self.bin_count(end_s)
         if bins > self._bins.shape[1]:
             self._grow(end_s)
         busy_s, flops, nbytes = self._bins[:, :bins].copy()
