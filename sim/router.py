@@ -9,8 +9,8 @@ the tokens already queued there (Dynamo's KV router weighs the same two). Ties g
 lowest instance id, so routing is deterministic.
 
 A pool of simulated engines also keeps a `LoadBoard`, so that a pick over hundreds of instances
-is an argmin or an argsort per request instead of a Python loop over the pool; the real
-gateway's few backends are read one by one.
+takes an argmin over an array the engines keep up to date, not a Python loop over the pool;
+the real gateway's few backends are read one by one.
 """
 
 from __future__ import annotations
