@@ -170,7 +170,6 @@ class StepTimeModel:
         return self.cost(BatchShape.of([(prompt_tokens, 0)], sampled_seqs=1)).time_s
 
 
-
 def attention_work(pairs, kv_read_tokens, tokens, flops_per_pair, flops_per_s, kv_bytes_per_token, kv_bytes_per_s):
     """(seconds, FLOPs, bytes) of a step's attention over `pairs` causal (query, key) pairs:
     every KV token of the context is read, every new one written. Plain arithmetic on scalars,
