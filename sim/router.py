@@ -54,7 +54,9 @@ class LoadBoard:
         self.up = np.ones(size, dtype=bool)
         self.down = 0                         # slots not up
         self.loads = np.zeros(size)           # requests outstanding; +inf where down, so argmin skips it
-        self.kv_usage_floor = np.zeros(size)  # share of KV blocks in use outside a decode window (least_kv)
+        # least_kv: a lower bound of each share of KV blocks in use, the blocks held outside a
+        # decode window as the pool mirrors them, raised by the router to the usage it reads
+        self.kv_usage_floor = np.zeros(size)
 
     def post_outstanding(self, slot: int, outstanding: int) -> None:
         """The outstanding count of an instance that is up."""
@@ -123,21 +125,27 @@ def _least_kv(engines: list[Instance], floors: np.ndarray) -> Instance | None:
     outstanding: the engines left at that floor would at best tie with it and come after it in
     list order (an idle pool's common case). Only the engines whose floor is at most the usage
     of the first visited can be reached, so only those are sorted: this runs once per request
-    over a whole pool (hundreds of instances in a big plan)."""
+    over a whole pool (hundreds of instances in a big plan).
+
+    Each usage evaluated is written back into `floors` (the board's own array, where the pool
+    has one and every instance is up): it stays a lower bound, since within a window usage
+    only grows and any change to the blocks held outside one rewrites the floor, and it lets
+    the next picks rule out that engine without evaluating it."""
     first = int(floors.argmin())
     if floors[first] == math.inf:
         return None
     best, best_floor = engines[first], float(floors[first])
     best_key = (best.kv_usage(), best.outstanding, first)
     reachable = (floors <= best_key[0]).nonzero()[0]
-    if len(reachable) == 1:
-        return best
     # (floor, index) pairs sort as a stable sort by floor does; the first is `first`'s
-    for floor, i in sorted(zip(floors[reachable].tolist(), reachable.tolist()))[1:]:
+    others = sorted(zip(floors[reachable].tolist(), reachable.tolist()))[1:] if len(reachable) > 1 else ()
+    floors[first] = best_key[0]
+    for floor, i in others:
         if floor > best_key[0] or (floor == best_key[0] == best_floor and best_key[1] == 0):
             break
         engine = engines[i]
         key = (engine.kv_usage(), engine.outstanding, i)
+        floors[i] = key[0]
         if key < best_key:
             best, best_floor, best_key = engine, floor, key
     return best

@@ -75,8 +75,9 @@ class Scheduler:
     def schedule(self) -> ScheduledStep:
         step = ScheduledStep()
         budget = self.limits.max_num_batched_tokens
-        budget = self._schedule_running(step, budget)
-        if not step.preempted:
+        if self.running:
+            budget = self._schedule_running(step, budget)
+        if (self.ready or self.waiting) and not step.preempted:   # most schedules have nothing queued
             self._admit_waiting(step, budget)
         return step
 
