@@ -6,6 +6,7 @@ on representative runs, each in a fresh process.
     python -m experiments.benchmark_speed --wide      # also the 77k requests on 256 GPUs (pool-size costs)
     python -m experiments.benchmark_speed --million   # also ~1M requests on 256 GPUs (minutes)
     python -m experiments.benchmark_speed --at 1fbc7d2    # the simulator of an earlier commit, same measurement
+    python -m experiments.benchmark_speed --against 1fbc7d2 --repeat 3   # before/after, interleaved
     python -m experiments.benchmark_speed --quick --reference   # the step-by-step reference path
 
 Each case composes the same config as `python -m sim <overrides>`; `wall s` and `cpu s` time
@@ -19,7 +20,10 @@ process (interpreter, imports, config, a model/hardware pair no other case uses,
 workload, the run) to its first result. `--at REV` measures the simulator (and configs) of commit
 REV, checked out in a temporary git worktree, with this file's measurement; `--reference` runs
 `simulate(..., fast_forward=False)`. Compare ratios measured in one run: on a shared machine
-absolute times move with the load.
+absolute times move with the load (by 20 % from one run to the next on this project's machine).
+`--repeat N` runs each cell N times and reports the run with the least CPU time; `--against REV`
+prints, for each cell, that of commit REV and that of this tree, the two taking turns in each
+of the N rounds, so that a change in the machine's load touches both alike.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
+from operator import itemgetter
 from pathlib import Path
 
 
@@ -86,6 +91,16 @@ def measure(overrides: list[str], architecture: str, reference: bool = False) ->
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def _fastest(overrides: list[str], architecture: str, trees: list[Path | None], reference: bool,
+             rounds: int) -> list[dict]:
+    """Per tree, the run with the least CPU time of `rounds` runs, the trees taking turns in each round."""
+    runs: list[list[dict]] = [[] for _ in trees]
+    for _ in range(rounds):
+        for tree, runs_of_tree in zip(trees, runs):
+            runs_of_tree.append(_in_fresh_process(overrides, architecture, tree, reference))
+    return [min(runs_of_tree, key=itemgetter("cpu_s")) for runs_of_tree in runs]
+
+
 def _in_fresh_process(overrides: list[str], architecture: str, tree: Path | None = None,
                       reference: bool = False) -> dict:
     """`measure` in a new interpreter; with `tree`, on the `sim` and `configs` of that checkout."""
@@ -127,31 +142,63 @@ def main() -> None:
     parser.add_argument("--million", action="store_true", help="add the ~1M-request case on 256 GPUs")
     parser.add_argument("--at", metavar="REV", help="measure the simulator of this git commit")
     parser.add_argument("--reference", action="store_true", help="the step-by-step path (fast_forward=False)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N", help="N runs per cell; the fastest is shown")
+    parser.add_argument("--against", metavar="REV", help="each cell for commit REV and for this tree, interleaved")
     parser.add_argument("--child", help=argparse.SUPPRESS)   # measure one architecture, print JSON
     parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(args.overrides, args.child, args.reference)))
         return
-    with _checkout(args.at) as tree:
-        report(args, tree)
+    if args.repeat < 1:
+        parser.error("--repeat takes a positive number of runs")
+    with _checkout(args.at) as tree, _checkout(args.against) as baseline:
+        if baseline is None:
+            report(args, tree)
+        else:
+            compare(args, baseline, tree)
 
 
-def report(args: argparse.Namespace, tree: Path | None) -> None:
+def _cases(args: argparse.Namespace) -> dict[str, list[str]]:
     cases = dict(list(CASES.items())[:1]) if args.quick else CASES
     if args.wide:
         cases = {**cases, **WIDE}
     if args.million:
         cases = {**cases, **MILLION}
-    print(f"python {platform.python_version()} on {platform.machine()}, one process per run"
-          + (f", simulator at {args.at}" if args.at else "") + (", step-by-step reference" if args.reference else ""))
+    return cases
+
+
+def _title(args: argparse.Namespace) -> str:
+    return (f"python {platform.python_version()} on {platform.machine()}, one process per run"
+            + (f", the fastest of {args.repeat}" if args.repeat > 1 else "")
+            + (f", simulator at {args.at}" if args.at else "") + (", step-by-step reference" if args.reference else ""))
+
+
+def compare(args: argparse.Namespace, baseline: Path, tree: Path | None) -> None:
+    """CPU seconds of each cell for commit `args.against` and for `tree`, and their ratio;
+    `same steps` says whether both ran the same number of engine steps (a change that keeps
+    results bit for bit keeps it)."""
+    print(_title(args) + f", against {args.against}")
+    before = f"{args.against} cpu s"
+    header = f"{'case':30} {'architecture':14} {'requests':>9} {before:>18} {'cpu s':>7} {'ratio':>6} {'same steps':>10}"
+    print(header)
+    print("-" * len(header))
+    for case, overrides in _cases(args).items():
+        for architecture in ("monolithic", "disaggregated"):
+            old, new = _fastest(overrides, architecture, [baseline, tree], args.reference, args.repeat)
+            print(f"{case:30} {architecture:14} {new['requests']:>9} {old['cpu_s']:>18.1f} {new['cpu_s']:>7.1f} "
+                  f"{new['cpu_s'] / old['cpu_s']:>6.2f} {'yes' if old['steps'] == new['steps'] else 'NO':>10}", flush=True)
+
+
+def report(args: argparse.Namespace, tree: Path | None) -> None:
+    print(_title(args))
     header = (f"{'case':30} {'architecture':14} {'GPUs':>5} {'requests':>9} {'steps':>10} {'wall s':>7} "
               f"{'cpu s':>7} {'req/s':>7} {'x real':>7} {'RSS MB':>13} {'KB/req':>7} {'peak MB':>8}")
     print(header)
     print("-" * len(header))
-    for case, overrides in cases.items():
+    for case, overrides in _cases(args).items():
         for architecture in ("monolithic", "disaggregated"):
-            row = _in_fresh_process(overrides, architecture, tree, args.reference)
+            row = _fastest(overrides, architecture, [tree], args.reference, args.repeat)[0]
             rss = f"{row['rss_before_mb']:.0f} -> {row['rss_after_mb']:.0f}"
             per_request_kb = (row["rss_after_mb"] - row["rss_before_mb"]) * 1024 / row["requests"]
             print(f"{case:30} {architecture:14} {row['gpus']:>5} {row['requests']:>9} {row['steps']:>10} "

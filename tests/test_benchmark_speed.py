@@ -18,3 +18,22 @@ def test_an_earlier_commit_is_measured_on_its_own_checkout_with_the_reference_pa
         reference = _in_fresh_process(COLD_START, "monolithic", tree, reference=True)
     assert not tree.exists()
     assert fast["requests"] == reference["requests"] and fast["steps"] == reference["steps"] > 0
+
+
+def test_compared_trees_take_turns_and_each_keeps_its_fastest_run(monkeypatch):
+    import experiments.benchmark_speed as benchmark
+
+    calls = []
+
+    def recorded(overrides, architecture, tree=None, reference=False):
+        row = _in_fresh_process(overrides, architecture, tree, reference)
+        calls.append((tree, row))
+        return row
+
+    monkeypatch.setattr(benchmark, "_in_fresh_process", recorded)
+    with _checkout("HEAD") as tree:
+        old, new = benchmark._fastest(COLD_START, "monolithic", [tree, None], False, rounds=2)
+    assert [t for t, _ in calls] == [tree, None, tree, None]
+    assert old == min((row for t, row in calls if t == tree), key=lambda row: row["cpu_s"])
+    assert new == min((row for t, row in calls if t is None), key=lambda row: row["cpu_s"])
+    assert old["requests"] == new["requests"] > 100
