@@ -11,19 +11,24 @@ on representative runs, each in a fresh process.
 
 Each case composes the same config as `python -m sim <overrides>`; `wall s` and `cpu s` time
 `sim.run.simulate` alone (workload building and output writing excluded), after a warm-up run
-of the case's first 10 simulated seconds in the same process: a sweep's runs share one process,
-and only its first loads the compiled loops (numba, about 0.5 s; `cold start` counts it). `x real` is simulated
-span over wall time, `peak MB` the process's peak resident memory, `RSS MB` its resident
-memory after the workload was built and after the run, and `KB/req` that growth per request:
-what the per-request records cost (constant across sizes when nothing grows with tokens or steps). `cold start` times a whole fresh
-process (interpreter, imports, config, a model/hardware pair no other case uses, a 1-minute
-workload, the run) to its first result. `--at REV` measures the simulator (and configs) of commit
-REV, checked out in a temporary git worktree, with this file's measurement; `--reference` runs
-`simulate(..., fast_forward=False)`. Compare ratios measured in one run: on a shared machine
-absolute times move with the load (by 20 % from one run to the next on this project's machine).
-`--repeat N` runs each cell N times and reports the run with the least CPU time; `--against REV`
-prints, for each cell, that of commit REV and that of this tree, the two taking turns in each
-of the N rounds, so that a change in the machine's load touches both alike.
+of the case's first 10 simulated seconds in the same process: a sweep's runs share one
+process, and only its first loads the compiled loops (numba, about 0.5 s; `cold start` counts
+it). `x real` is simulated span over wall time, `peak MB` the process's peak resident memory,
+`RSS MB` its resident memory after the workload was built (before the warm-up) and after the
+run, and `KB/req` that growth per request: what the per-request records cost (constant across
+sizes when nothing grows with tokens or steps). `cold start` times a whole fresh process
+(interpreter, imports, config, a model/hardware pair no other case uses, a 1-minute workload,
+the run) to its first result. `--at REV` measures the simulator (and configs) of commit REV,
+checked out in a temporary git worktree, with this file's measurement; `--reference` runs
+`simulate(..., fast_forward=False)`.
+
+Compare ratios measured in one run: on a shared machine absolute times move with the load (by
+15-20 % between runs minutes apart on this project's machine). `--repeat N` runs each cell N
+times and reports the run with the least CPU time; `--against REV` prints, for each cell, that
+of commit REV and that of this tree, the two taking turns in each of the N rounds, so that a
+change in the machine's load touches both alike. Even so, the same code against itself
+(`--quick --against HEAD --repeat 3`) gave ratios of 0.91-0.93 here: a change below 10 % is
+shown by counting the work it removes, not by timing it.
 """
 
 from __future__ import annotations
