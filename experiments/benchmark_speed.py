@@ -72,8 +72,8 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def measure(overrides: list[str], architecture: str, reference: bool = False) -> dict:
-    """One architecture of one case, in this process."""
+def measure(overrides: list[str], architecture: str, reference: bool = False, warm_up: bool = True) -> dict:
+    """One architecture of one case, in this process (after a warm-up run, unless `warm_up` is False)."""
     from experiments.configs import compose_config
     from sim.experiment import plan
     from sim.run import simulate
@@ -83,9 +83,10 @@ def measure(overrides: list[str], architecture: str, reference: bool = False) ->
     workload = build_workload(cfg["workload"], cfg["seed"])
     spec = plan(cfg)[architecture]
     rss_before = _rss_mb()
-    warm_up = compose_config([*overrides, *WARM_UP])   # loads the compiled loops (module docstring)
-    simulate(plan(warm_up)[architecture], build_workload(warm_up["workload"], warm_up["seed"]),
-             warm_up["metrics"]["util_bin_s"], fast_forward=not reference)
+    if warm_up:   # loads the compiled loops (module docstring)
+        short = compose_config([*overrides, *WARM_UP])
+        simulate(plan(short)[architecture], build_workload(short["workload"], short["seed"]),
+                 short["metrics"]["util_bin_s"], fast_forward=not reference)
     cpu = time.process_time()
     result = simulate(spec, workload, cfg["metrics"]["util_bin_s"], fast_forward=not reference)
     cpu = time.process_time() - cpu
@@ -107,10 +108,10 @@ def _fastest(overrides: list[str], architecture: str, trees: list[Path | None], 
 
 
 def _in_fresh_process(overrides: list[str], architecture: str, tree: Path | None = None,
-                      reference: bool = False) -> dict:
+                      reference: bool = False, warm_up: bool = True) -> dict:
     """`measure` in a new interpreter; with `tree`, on the `sim` and `configs` of that checkout."""
     command = [sys.executable, __file__, "--child", architecture, *(["--reference"] if reference else []),
-               "--", *overrides]
+               *([] if warm_up else ["--no-warm-up"]), "--", *overrides]
     env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
     output = subprocess.run(command, check=True, capture_output=True, text=True, env=env, cwd=tree).stdout
     return json.loads(output.strip().splitlines()[-1])
@@ -136,7 +137,7 @@ def _checkout(revision: str | None):
 def cold_start_s(tree: Path | None = None) -> float:
     """Seconds from starting a fresh interpreter to the first result of a small run."""
     started = time.perf_counter()
-    _in_fresh_process(COLD_START, "monolithic", tree)
+    _in_fresh_process(COLD_START, "monolithic", tree, warm_up=False)
     return time.perf_counter() - started
 
 
@@ -150,10 +151,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, metavar="N", help="N runs per cell; the fastest is shown")
     parser.add_argument("--against", metavar="REV", help="each cell for commit REV and for this tree, interleaved")
     parser.add_argument("--child", help=argparse.SUPPRESS)   # measure one architecture, print JSON
+    parser.add_argument("--no-warm-up", action="store_true", help=argparse.SUPPRESS)   # the cold start's child
     parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.overrides, args.child, args.reference)))
+        print(json.dumps(measure(args.overrides, args.child, args.reference, warm_up=not args.no_warm_up)))
         return
     if args.repeat < 1:
         parser.error("--repeat takes a positive number of runs")
