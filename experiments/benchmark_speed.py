@@ -79,16 +79,17 @@ def measure(overrides: list[str], architecture: str, reference: bool = False, wa
     from sim.run import simulate
     from sim.workload import build_workload
 
-    cfg = compose_config(overrides)
-    workload = build_workload(cfg["workload"], cfg["seed"])
-    spec = plan(cfg)[architecture]
+    def case(case_overrides: list[str]) -> tuple:
+        """`simulate`'s cluster spec, workload and utilisation bin width for these overrides."""
+        cfg = compose_config(case_overrides)
+        return plan(cfg)[architecture], build_workload(cfg["workload"], cfg["seed"]), cfg["metrics"]["util_bin_s"]
+
+    spec, workload, util_bin_s = case(overrides)
     rss_before = _rss_mb()
     if warm_up:   # loads the compiled loops (module docstring)
-        short = compose_config([*overrides, *WARM_UP])
-        simulate(plan(short)[architecture], build_workload(short["workload"], short["seed"]),
-                 short["metrics"]["util_bin_s"], fast_forward=not reference)
+        simulate(*case([*overrides, *WARM_UP]), fast_forward=not reference)
     cpu = time.process_time()
-    result = simulate(spec, workload, cfg["metrics"]["util_bin_s"], fast_forward=not reference)
+    result = simulate(spec, workload, util_bin_s, fast_forward=not reference)
     cpu = time.process_time() - cpu
     steps = int(result.instances["steps"].sum())
     return {"gpus": spec.num_gpus, "requests": len(workload), "steps": steps, "wall_s": result.wall_s,
