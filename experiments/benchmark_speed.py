@@ -8,6 +8,7 @@ on representative runs, each in a fresh process.
     python -m experiments.benchmark_speed --at 1fbc7d2    # the simulator of an earlier commit, same measurement
     python -m experiments.benchmark_speed --against 1fbc7d2 --repeat 3   # before/after, interleaved
     python -m experiments.benchmark_speed --quick --reference   # the step-by-step reference path
+    python -m experiments.benchmark_speed --instructions 60 --against 1fbc7d2   # exact work, under valgrind
 
 Each case composes the same config as `python -m sim <overrides>`; `wall s` and `cpu s` time
 `sim.run.simulate` alone (workload building and output writing excluded), after a warm-up run
@@ -29,6 +30,15 @@ of commit REV and that of this tree, the two taking turns in each of the N round
 change in the machine's load touches both alike. Even so, the same code against itself
 (`--quick --against HEAD --repeat 3`) gave ratios of 0.91-0.93 here: a change below 10 % is
 shown by counting the work it removes, not by timing it.
+
+`--instructions S` does that count: it runs each case's first S simulated seconds under
+valgrind's callgrind, which counts the machine instructions executed in the timed `simulate`
+call alone (the interpreter, numpy and the compiled loops alike; the warm-up and the imports
+are left out). The count is the same from run to run to within a few instructions, so
+`--instructions 60 --against REV` shows a change of a fraction of a percent in the work a run
+does. Instructions are not time (cache misses and branch mispredictions are not in them), but
+for an interpreted program the two move together. It needs `valgrind` on the PATH; a run is
+about 100 times slower than natively.
 """
 
 from __future__ import annotations
@@ -37,7 +47,9 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,6 +57,7 @@ import time
 from contextlib import contextmanager
 from operator import itemgetter
 from pathlib import Path
+from typing import Callable
 
 
 def _pools(gpus: int, prefill: int) -> list[str]:
@@ -62,6 +75,9 @@ WIDE = {"conv 1h x4 copies, 256 GPUs": ["workload.copies=4", *_pools(256, 64)]}
 MILLION = {"conv 1h x52 copies, 256 GPUs": ["workload.copies=52", *_pools(256, 64)]}
 COLD_START = ["model=qwen2.5-7b", "hardware=a100-80gb", "workload.window.duration_s=60"]
 WARM_UP = ["workload.window.duration_s=10"]
+# callgrind counts only inside this C function, which nothing but `sys.call_tracing` reaches:
+# `measure` runs the timed `simulate` through it when counted
+COUNTED_FUNCTION = "_PyEval_CallTracing"
 
 
 def _rss_mb() -> float:
@@ -72,8 +88,10 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def measure(overrides: list[str], architecture: str, reference: bool = False, warm_up: bool = True) -> dict:
-    """One architecture of one case, in this process (after a warm-up run, unless `warm_up` is False)."""
+def measure(overrides: list[str], architecture: str, reference: bool = False, warm_up: bool = True,
+            counted: bool = False) -> dict:
+    """One architecture of one case, in this process (after a warm-up run, unless `warm_up` is
+    False); `counted` runs it through `COUNTED_FUNCTION`, for callgrind."""
     from experiments.configs import compose_config
     from sim.experiment import plan
     from sim.run import simulate
@@ -88,8 +106,9 @@ def measure(overrides: list[str], architecture: str, reference: bool = False, wa
     rss_before = _rss_mb()
     if warm_up:   # loads the compiled loops (module docstring)
         simulate(*case([*overrides, *WARM_UP]), fast_forward=not reference)
+    run = (spec, workload, util_bin_s, not reference)
     cpu = time.process_time()
-    result = simulate(spec, workload, util_bin_s, fast_forward=not reference)
+    result = sys.call_tracing(simulate, run) if counted else simulate(*run)
     cpu = time.process_time() - cpu
     steps = int(result.instances["steps"].sum())
     return {"gpus": spec.num_gpus, "requests": len(workload), "steps": steps, "wall_s": result.wall_s,
@@ -113,9 +132,38 @@ def _in_fresh_process(overrides: list[str], architecture: str, tree: Path | None
     """`measure` in a new interpreter; with `tree`, on the `sim` and `configs` of that checkout."""
     command = [sys.executable, __file__, "--child", architecture, *(["--reference"] if reference else []),
                *([] if warm_up else ["--no-warm-up"]), "--", *overrides]
-    env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
-    output = subprocess.run(command, check=True, capture_output=True, text=True, env=env, cwd=tree).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    return json.loads(_run_child(command, tree).stdout.strip().splitlines()[-1])
+
+
+def _instructions(overrides: list[str], architecture: str, tree: Path | None = None,
+                  reference: bool = False) -> dict:
+    """`measure` under callgrind in a new interpreter, with `instructions`: those executed in
+    the measured `simulate` call."""
+    command = [sys.executable, __file__, "--child", architecture, "--counted",
+               *(["--reference"] if reference else []), "--", *overrides]
+    stdout, instructions = counted_run(command, tree)
+    return {**json.loads(stdout.strip().splitlines()[-1]), "instructions": instructions}
+
+
+def counted_run(command: list[str], tree: Path | None = None) -> tuple[str, int]:
+    """Run `command` (a Python program) under callgrind: its output, and the instructions it
+    executed inside `sys.call_tracing` calls (`COUNTED_FUNCTION`)."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind on the PATH (apt install valgrind)")
+    with tempfile.TemporaryDirectory() as scratch:
+        child = _run_child(["valgrind", "--tool=callgrind", "--collect-atstart=no",
+                            f"--toggle-collect={COUNTED_FUNCTION}", f"--callgrind-out-file={scratch}/callgrind.out",
+                            *command], tree)
+    collected = re.search(r"Collected : (\d+)", child.stderr)
+    if collected is None:
+        raise RuntimeError(f"callgrind reported no count:\n{child.stderr[-2000:]}")
+    return child.stdout, int(collected.group(1))
+
+
+def _run_child(command: list[str], tree: Path | None) -> subprocess.CompletedProcess:
+    # a fixed hash seed: set iteration order, and so the count of instructions, is the same in every run
+    env = {**os.environ, "PYTHONHASHSEED": "0", **({"PYTHONPATH": str(tree)} if tree else {})}
+    return subprocess.run(command, check=True, capture_output=True, text=True, env=env, cwd=tree)
 
 
 @contextmanager
@@ -151,17 +199,23 @@ def main() -> None:
     parser.add_argument("--reference", action="store_true", help="the step-by-step path (fast_forward=False)")
     parser.add_argument("--repeat", type=int, default=1, metavar="N", help="N runs per cell; the fastest is shown")
     parser.add_argument("--against", metavar="REV", help="each cell for commit REV and for this tree, interleaved")
+    parser.add_argument("--instructions", type=float, metavar="S",
+                        help="count the instructions of each case's first S simulated seconds (valgrind)")
     parser.add_argument("--child", help=argparse.SUPPRESS)   # measure one architecture, print JSON
+    parser.add_argument("--counted", action="store_true", help=argparse.SUPPRESS)   # the child under callgrind
     parser.add_argument("--no-warm-up", action="store_true", help=argparse.SUPPRESS)   # the cold start's child
     parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.overrides, args.child, args.reference, warm_up=not args.no_warm_up)))
+        print(json.dumps(measure(args.overrides, args.child, args.reference, warm_up=not args.no_warm_up,
+                                 counted=args.counted)))
         return
     if args.repeat < 1:
         parser.error("--repeat takes a positive number of runs")
     with _checkout(args.at) as tree, _checkout(args.against) as baseline:
-        if baseline is None:
+        if args.instructions:
+            count(args, baseline, tree)
+        elif baseline is None:
             report(args, tree)
         else:
             compare(args, baseline, tree)
@@ -182,36 +236,62 @@ def _title(args: argparse.Namespace) -> str:
             + (f", simulator at {args.at}" if args.at else "") + (", step-by-step reference" if args.reference else ""))
 
 
+def _table(args: argparse.Namespace, title: str, columns: str, row: Callable[[list[str], str], str]) -> None:
+    """Print `title`, then a line per case and architecture: its names and `row(overrides, architecture)`,
+    under `columns`."""
+    header = f"{'case':30} {'architecture':14} {columns}"
+    print(title)
+    print(header)
+    print("-" * len(header))
+    for case, overrides in _cases(args).items():
+        for architecture in ("monolithic", "disaggregated"):
+            print(f"{case:30} {architecture:14} {row(overrides, architecture)}", flush=True)
+
+
 def compare(args: argparse.Namespace, baseline: Path, tree: Path | None) -> None:
     """CPU seconds of each cell for commit `args.against` and for `tree`, and their ratio;
     `same steps` says whether both ran the same number of engine steps (a change that keeps
     results bit for bit keeps it)."""
-    print(_title(args) + f", against {args.against}")
+    def row(overrides: list[str], architecture: str) -> str:
+        old, new = _fastest(overrides, architecture, [baseline, tree], args.reference, args.repeat)
+        return (f"{new['requests']:>9} {old['cpu_s']:>18.1f} {new['cpu_s']:>7.1f} {new['cpu_s'] / old['cpu_s']:>6.2f} "
+                f"{'yes' if old['steps'] == new['steps'] else 'NO':>10}")
+
     before = f"{args.against} cpu s"
-    header = f"{'case':30} {'architecture':14} {'requests':>9} {before:>18} {'cpu s':>7} {'ratio':>6} {'same steps':>10}"
-    print(header)
-    print("-" * len(header))
-    for case, overrides in _cases(args).items():
-        for architecture in ("monolithic", "disaggregated"):
-            old, new = _fastest(overrides, architecture, [baseline, tree], args.reference, args.repeat)
-            print(f"{case:30} {architecture:14} {new['requests']:>9} {old['cpu_s']:>18.1f} {new['cpu_s']:>7.1f} "
-                  f"{new['cpu_s'] / old['cpu_s']:>6.2f} {'yes' if old['steps'] == new['steps'] else 'NO':>10}", flush=True)
+    _table(args, _title(args) + f", against {args.against}",
+           f"{'requests':>9} {before:>18} {'cpu s':>7} {'ratio':>6} {'same steps':>10}", row)
+
+
+def count(args: argparse.Namespace, baseline: Path | None, tree: Path | None) -> None:
+    """Instructions of each cell's first `args.instructions` simulated seconds, per request, and
+    with `args.against` those of that commit and their ratio."""
+    window = f"workload.window.duration_s={args.instructions:g}"
+
+    def row(overrides: list[str], architecture: str) -> str:
+        new = _instructions([*overrides, window], architecture, tree, args.reference)
+        old = _instructions([*overrides, window], architecture, baseline, args.reference) if baseline else None
+        return (f"{new['requests']:>9} {new['steps']:>9} {format(old['instructions'], ',') if old else '':>18} "
+                f"{new['instructions']:>14,} {new['instructions'] / new['requests']:>12,.0f} "
+                f"{format(new['instructions'] / old['instructions'], '.4f') if old else '':>6}")
+
+    before = f"{args.against} instr" if baseline else ""
+    _table(args, _title(args) + f", first {args.instructions:g} simulated s, instructions counted by callgrind"
+           + (f", against {args.against}" if baseline else ""),
+           f"{'requests':>9} {'steps':>9} {before:>18} {'instructions':>14} {'per request':>12} "
+           f"{'ratio' if baseline else '':>6}", row)
 
 
 def report(args: argparse.Namespace, tree: Path | None) -> None:
-    print(_title(args))
-    header = (f"{'case':30} {'architecture':14} {'GPUs':>5} {'requests':>9} {'steps':>10} {'wall s':>7} "
-              f"{'cpu s':>7} {'req/s':>7} {'x real':>7} {'RSS MB':>13} {'KB/req':>7} {'peak MB':>8}")
-    print(header)
-    print("-" * len(header))
-    for case, overrides in _cases(args).items():
-        for architecture in ("monolithic", "disaggregated"):
-            row = _fastest(overrides, architecture, [tree], args.reference, args.repeat)[0]
-            rss = f"{row['rss_before_mb']:.0f} -> {row['rss_after_mb']:.0f}"
-            per_request_kb = (row["rss_after_mb"] - row["rss_before_mb"]) * 1024 / row["requests"]
-            print(f"{case:30} {architecture:14} {row['gpus']:>5} {row['requests']:>9} {row['steps']:>10} "
-                  f"{row['wall_s']:>7.1f} {row['cpu_s']:>7.1f} {row['req_per_s']:>7.0f} {row['x_real_time']:>7.0f} "
-                  f"{rss:>13} {per_request_kb:>7.2f} {row['peak_mb']:>8.0f}", flush=True)
+    def row(overrides: list[str], architecture: str) -> str:
+        run = _fastest(overrides, architecture, [tree], args.reference, args.repeat)[0]
+        rss = f"{run['rss_before_mb']:.0f} -> {run['rss_after_mb']:.0f}"
+        per_request_kb = (run["rss_after_mb"] - run["rss_before_mb"]) * 1024 / run["requests"]
+        return (f"{run['gpus']:>5} {run['requests']:>9} {run['steps']:>10} {run['wall_s']:>7.1f} {run['cpu_s']:>7.1f} "
+                f"{run['req_per_s']:>7.0f} {run['x_real_time']:>7.0f} {rss:>13} {per_request_kb:>7.2f} "
+                f"{run['peak_mb']:>8.0f}")
+
+    _table(args, _title(args), f"{'GPUs':>5} {'requests':>9} {'steps':>10} {'wall s':>7} {'cpu s':>7} {'req/s':>7} "
+                               f"{'x real':>7} {'RSS MB':>13} {'KB/req':>7} {'peak MB':>8}", row)
     print(f"cold start ({' '.join(COLD_START)}, fresh process to first result): {cold_start_s(tree):.1f} s")
 
 

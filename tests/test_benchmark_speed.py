@@ -1,6 +1,11 @@
 """The speed benchmark's measurement, on a small run in a fresh process (numbers are not asserted: timings
 belong to the benchmark, not to tests)."""
 
+import shutil
+import sys
+
+import pytest
+
 from experiments.benchmark_speed import COLD_START, _checkout, _in_fresh_process
 
 
@@ -37,3 +42,27 @@ def test_compared_trees_take_turns_and_each_keeps_its_fastest_run(monkeypatch):
     assert old == min((row for t, row in calls if t == tree), key=lambda row: row["cpu_s"])
     assert new == min((row for t, row in calls if t is None), key=lambda row: row["cpu_s"])
     assert old["requests"] == new["requests"] > 100
+
+
+def test_a_counted_run_simulates_the_same_as_a_timed_one():
+    from experiments.benchmark_speed import measure
+
+    counted = measure(COLD_START, "disaggregated", warm_up=False, counted=True)
+    timed = measure(COLD_START, "disaggregated", warm_up=False)
+    assert counted["requests"] == timed["requests"] > 100 and counted["steps"] == timed["steps"]
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind")
+def test_callgrind_counts_the_instructions_inside_call_tracing_alone():
+    from experiments.benchmark_speed import counted_run
+
+    def program(counted: int, uncounted: int) -> list[str]:
+        return [sys.executable, "-c", f"import sys; sum(range({uncounted})); "
+                                      f"sys.call_tracing(sum, (range({counted}),)); print('done')"]
+
+    output, small = counted_run(program(100_000, 0))
+    _, large = counted_run(program(200_000, 0))
+    _, small_again = counted_run(program(100_000, 1_000_000))
+    assert output.strip() == "done"
+    assert abs(small_again - small) < 0.001 * small      # work outside sys.call_tracing is not counted
+    assert 100_000 < large - small < 0.6 * large          # the count grows with the work inside it
