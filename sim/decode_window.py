@@ -69,21 +69,24 @@ def plan_window(step: ScheduledStep, running: list[Sequence], pool: BlockPool, b
                 step_model: StepTimeModel, now: float) -> DecodeWindow | None:
     """The window starting with `step` (already scheduled, its blocks allocated), or None
     when the batch may change after this step or the window would be too short."""
-    if step.preempted or len(step.seqs) != len(running):
+    seqs = step.seqs
+    # every running sequence, one token each (a step schedules at least one token per sequence)
+    if step.preempted or len(seqs) != len(running) or sum(step.tokens) != len(seqs):
         return None
-    for seq, tokens in zip(step.seqs, step.tokens):
-        if tokens != 1 or seq.num_computed + 1 != seq.num_tokens:
-            return None
-    steps = min(seq.max_new_tokens - seq.num_emitted for seq in step.seqs)
+    steps = min(seq.max_new_tokens - seq.num_emitted for seq in seqs)
     if steps < MIN_STEPS:
         return None
-    contexts = [seq.num_computed for seq in step.seqs]
-    held = [seq.blocks for seq in step.seqs]
+    contexts, held = [], []
+    for seq in seqs:
+        if seq.num_computed + 1 != seq.num_tokens:
+            return None   # a chunk of one token that leaves its prompt unfinished
+        contexts.append(seq.num_computed)
+        held.append(seq.blocks)
     steps = _steps_within_free_blocks(contexts, held, pool.free, block_size, steps)
     if steps < MIN_STEPS:
         return None
-    work = window_steps(step_model, len(step.seqs), sum(contexts), steps, now)
-    return DecodeWindow(list(step.seqs), contexts, now, work, held, block_size)
+    work = window_steps(step_model, len(seqs), sum(contexts), steps, now)
+    return DecodeWindow(list(seqs), contexts, now, work, held, block_size)
 
 
 def blocks_needed(contexts: list[int], held: list[int], block_size: int, steps: int) -> int:

@@ -255,7 +255,8 @@ class Engine:
                 self._wakeup = None
                 continue
             start = env.now
-            self._mark_prefill_start(step, start)
+            if step.admitted:
+                self._mark_prefill_start(step.seqs[-step.admitted:], start)
             window = None
             if self.fast_forward:
                 window = plan_window(step, self.scheduler.running, self.kv, self.scheduler.limits.block_size,
@@ -292,26 +293,24 @@ class Engine:
         for seq, context, held in zip(seqs, window.contexts, window.held):
             seq.blocks = max(held, -(-(context + steps) // window.block_size))
             allocated += seq.blocks - held
+            seq.num_computed += steps
+            seq.num_emitted += steps
         self.kv.allocate(allocated)
         self.utilisation.add_many(window.start, window.work, steps)
         self.steps += steps
         first = float(window.ends[0])
-        for seq in seqs:
-            seq.num_computed += 1
-            seq.num_emitted += 1
+        for seq in seqs:   # the hooks read the request, not the sequence's counts
             self.hooks.on_token(self, seq, first)
         if steps > 1:
-            for seq in seqs:
-                seq.num_computed += steps - 1
-                seq.num_emitted += steps - 1
             self.hooks.on_repeated_tokens(self, seqs, window.ends[:steps])
         if any(seq.finished for seq in seqs):
             self._remove_finished(float(window.ends[steps - 1]))
 
-    def _mark_prefill_start(self, step: ScheduledStep, now: float) -> None:
+    def _mark_prefill_start(self, admitted: list[Sequence], now: float) -> None:
         """The first step computing a request's prompt (on a decode instance: a prompt it
-        computes itself, when no prefill instance was up)."""
-        for seq in step.seqs:
+        computes itself, when no prefill instance was up) is the one that admits it: a request
+        that is running has started its prompt."""
+        for seq in admitted:
             request = seq.request
             if request.prefill_start_s != request.prefill_start_s:  # NaN: not started yet
                 request.prefill_start_s = now

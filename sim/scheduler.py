@@ -37,6 +37,7 @@ class ScheduledStep:
     tokens: list[int] = field(default_factory=list)
     pulls: list[Sequence] = field(default_factory=list)      # KV pulls to start now
     preempted: list[Sequence] = field(default_factory=list)
+    admitted: int = 0          # the last `admitted` of `seqs` came from the queues this step
 
     def add(self, seq: Sequence, tokens: int) -> None:
         self.seqs.append(seq)
@@ -83,8 +84,10 @@ class Scheduler:
 
     def remove_finished(self, hold_blocks: bool) -> list[Sequence]:
         """Drop finished sequences from `running`; free their blocks unless the caller holds them."""
-        done = [s for s in self.running if s.finished]
-        self.running = [s for s in self.running if not s.finished]
+        done, running = [], []
+        for seq in self.running:
+            (done if seq.finished else running).append(seq)
+        self.running = running
         if not hold_blocks:
             for seq in done:
                 self.release(seq)
@@ -156,6 +159,7 @@ class Scheduler:
             queue.popleft()
             self.running.append(seq)
             step.add(seq, tokens)
+            step.admitted += 1
             budget -= tokens
 
     def pulls_while_decoding(self, free_blocks: int) -> list[Sequence] | None:
