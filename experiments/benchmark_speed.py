@@ -31,6 +31,12 @@ change in the machine's load touches both alike. Even so, the same code against 
 (`--quick --against HEAD --repeat 3`) gave ratios of 0.91-0.93 here: a change below 10 % is
 shown by counting the work it removes, not by timing it.
 
+The interpreter's build matters as much as a change to the simulator: on this project's
+machine Debian's python3.11 (/usr, built with profile-guided optimisation) runs the simulator
+about 1.2 times as fast as the pyenv build that is the default `python3` (built without it),
+with the same packages. The title line names the installation (`sys.base_prefix`); run the
+benchmark with the interpreter of the virtual environment you plan with.
+
 `--instructions S` does that count: it runs each case's first S simulated seconds under
 valgrind's callgrind, which counts the machine instructions executed in the timed `simulate`
 call alone (the interpreter, numpy and the compiled loops alike; the warm-up and the imports
@@ -231,7 +237,8 @@ def _cases(args: argparse.Namespace) -> dict[str, list[str]]:
 
 
 def _title(args: argparse.Namespace) -> str:
-    return (f"python {platform.python_version()} on {platform.machine()}, one process per run"
+    # the interpreter's installation: builds of one version differ in speed (see the module docstring)
+    return (f"python {platform.python_version()} ({sys.base_prefix}) on {platform.machine()}, one process per run"
             + (f", the fastest of {args.repeat}" if args.repeat > 1 else "")
             + (f", simulator at {args.at}" if args.at else "") + (", step-by-step reference" if args.reference else ""))
 
