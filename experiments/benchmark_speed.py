@@ -32,10 +32,11 @@ change in the machine's load touches both alike. Even so, the same code against 
 shown by counting the work it removes, not by timing it.
 
 The interpreter's build matters as much as a change to the simulator: on this project's
-machine Debian's python3.11 (/usr, built with profile-guided optimisation) runs the simulator
-about 1.2 times as fast as the pyenv build that is the default `python3` (built without it),
-with the same packages. The title line names the installation (`sys.base_prefix`); run the
-benchmark with the interpreter of the virtual environment you plan with.
+machine Debian's python3.11 (/usr, built with profile-guided optimisation) ran most paired
+runs 4-35 % faster than the pyenv build that is the default `python3` (built without it), with
+the same packages (README, performance). The title line names the installation
+(`sys.base_prefix`); run the benchmark with the interpreter of the virtual environment you
+plan with.
 
 `--instructions S` does that count: it runs each case's first S simulated seconds under
 valgrind's callgrind, which counts the machine instructions executed in the timed `simulate`
@@ -43,8 +44,9 @@ call alone (the interpreter, numpy and the compiled loops alike; the warm-up and
 are left out). The count is the same from run to run to within a few instructions, so
 `--instructions 60 --against REV` shows a change of a fraction of a percent in the work a run
 does. Instructions are not time (cache misses and branch mispredictions are not in them), but
-for an interpreted program the two move together. It needs `valgrind` on the PATH; a run is
-about 100 times slower than natively.
+for an interpreted program the two move together. It needs `valgrind` on the PATH and an
+interpreter whose `_PyEval_CallTracing` callgrind can see (pyenv's build; not Debian's, which
+is stripped); a run is about 100 times slower than natively.
 """
 
 from __future__ import annotations
@@ -163,6 +165,9 @@ def counted_run(command: list[str], tree: Path | None = None) -> tuple[str, int]
     collected = re.search(r"Collected : (\d+)", child.stderr)
     if collected is None:
         raise RuntimeError(f"callgrind reported no count:\n{child.stderr[-2000:]}")
+    if int(collected.group(1)) == 0:   # e.g. Debian's python3.11: static, stripped of that symbol
+        raise SystemExit(f"callgrind found no {COUNTED_FUNCTION} in {sys.executable}: count under an "
+                         "interpreter whose libpython keeps its symbols (pyenv's or python.org's build)")
     return child.stdout, int(collected.group(1))
 
 
