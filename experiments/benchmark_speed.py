@@ -31,22 +31,23 @@ change in the machine's load touches both alike. Even so, the same code against 
 (`--quick --against HEAD --repeat 3`) gave ratios of 0.91-0.93 here: a change below 10 % is
 shown by counting the work it removes, not by timing it.
 
-The interpreter's build matters as much as a change to the simulator: on this project's
-machine Debian's python3.11 (/usr, built with profile-guided optimisation) ran most paired
-runs 4-35 % faster than the pyenv build that is the default `python3` (built without it), with
-the same packages (README, performance). The title line names the installation
-(`sys.base_prefix`); run the benchmark with the interpreter of the virtual environment you
-plan with.
-
 `--instructions S` does that count: it runs each case's first S simulated seconds under
 valgrind's callgrind, which counts the machine instructions executed in the timed `simulate`
 call alone (the interpreter, numpy and the compiled loops alike; the warm-up and the imports
-are left out). The count is the same from run to run to within a few instructions, so
-`--instructions 60 --against REV` shows a change of a fraction of a percent in the work a run
+are left out). The count is the same from run to run to within a few instructions (edits to
+the code around the call move it by up to 0.05 %: heap addresses change the order of sets), so
+`--instructions 60 --against REV`, which runs both sides under this file, shows a change of a fraction of a percent in the work a run
 does. Instructions are not time (cache misses and branch mispredictions are not in them), but
 for an interpreted program the two move together. It needs `valgrind` on the PATH and an
 interpreter whose `_PyEval_CallTracing` callgrind can see (pyenv's build; not Debian's, which
 is stripped); a run is about 100 times slower than natively.
+
+The interpreter's build matters as much as a change to the simulator: on this project's
+machine Debian's python3.11 (/usr, built with profile-guided optimisation) took 4-34 % less
+time than the pyenv build that is the default `python3` (built without it) on paired
+disaggregated runs, and up to 26 % less on monolithic ones, with the same packages (README,
+performance). The title line names the installation (`sys.base_prefix`); run the benchmark
+with the interpreter of the virtual environment you plan with.
 """
 
 from __future__ import annotations
