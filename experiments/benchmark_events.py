@@ -37,17 +37,17 @@ def run_pattern(pattern: str, events: int) -> float:
     """`events` events of `pattern` in a new environment, to the end; the simulated time then."""
     import simpy
 
+    from sim.engine import STEP_END   # the priority of an engine's step ends
     from sim.events import At
 
     env = simpy.Environment()
-    step_end = 2   # the engine's priority for step ends
 
     def waits():
         for _ in range(events):
-            yield At(env, env.now + 1e-3, step_end)
+            yield At(env, env.now + 1e-3, STEP_END)
 
     def one_wait():
-        yield At(env, env.now + 1e-3, step_end)
+        yield At(env, env.now + 1e-3, STEP_END)
 
     def through_sub_generators():
         for _ in range(events):
@@ -60,14 +60,14 @@ def run_pattern(pattern: str, events: int) -> float:
         nonlocal remaining
         remaining -= 1
         if remaining:
-            At(env, env.now + 1e-3, step_end).callbacks.append(fire)
+            At(env, env.now + 1e-3, STEP_END).callbacks.append(fire)
 
     def cut_short():
         for _ in range(events):
             try:
-                yield At(env, env.now + 1.0, step_end)
+                yield At(env, env.now + 1.0, STEP_END)
             except simpy.Interrupt:
-                yield At(env, env.now + 1e-3, step_end)
+                yield At(env, env.now + 1e-3, STEP_END)
 
     def interrupter(target):
         for _ in range(events):
@@ -77,7 +77,7 @@ def run_pattern(pattern: str, events: int) -> float:
 
     remaining = events
     if pattern == "callbacks":
-        At(env, 1e-3, step_end).callbacks.append(fire)
+        At(env, 1e-3, STEP_END).callbacks.append(fire)
     elif pattern == "interrupt":
         env.process(interrupter(env.process(cut_short())))
     else:

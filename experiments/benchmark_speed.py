@@ -139,19 +139,26 @@ def _fastest(overrides: list[str], architecture: str, trees: list[Path | None], 
 def _in_fresh_process(overrides: list[str], architecture: str, tree: Path | None = None,
                       reference: bool = False, warm_up: bool = True) -> dict:
     """`measure` in a new interpreter; with `tree`, on the `sim` and `configs` of that checkout."""
-    command = [sys.executable, __file__, "--child", architecture, *(["--reference"] if reference else []),
-               *([] if warm_up else ["--no-warm-up"]), "--", *overrides]
-    return json.loads(_run_child(command, tree).stdout.strip().splitlines()[-1])
+    command = _child_command(overrides, architecture, reference, *([] if warm_up else ["--no-warm-up"]))
+    return _measured(_run_child(command, tree).stdout)
 
 
 def _instructions(overrides: list[str], architecture: str, tree: Path | None = None,
                   reference: bool = False) -> dict:
     """`measure` under callgrind in a new interpreter, with `instructions`: those executed in
     the measured `simulate` call."""
-    command = [sys.executable, __file__, "--child", architecture, "--counted",
-               *(["--reference"] if reference else []), "--", *overrides]
-    stdout, instructions = counted_run(command, tree)
-    return {**json.loads(stdout.strip().splitlines()[-1]), "instructions": instructions}
+    stdout, instructions = counted_run(_child_command(overrides, architecture, reference, "--counted"), tree)
+    return {**_measured(stdout), "instructions": instructions}
+
+
+def _child_command(overrides: list[str], architecture: str, reference: bool, *flags: str) -> list[str]:
+    """This file run as a child that prints `measure`'s row (`_measured` reads it back)."""
+    return [sys.executable, __file__, "--child", architecture, *(["--reference"] if reference else []), *flags,
+            "--", *overrides]
+
+
+def _measured(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def counted_run(command: list[str], tree: Path | None = None) -> tuple[str, int]:
