@@ -131,7 +131,7 @@ class Cluster:
         """`seq` reaches `engine` after `hops` proxy hops and the server's front end."""
         delay = hops * self.hop_s + engine.step_model.gpu.frontend_s
         if delay > 0:
-            self._after(delay, lambda: self._deliver(engine, seq))
+            self._after(delay, self._deliver, engine, seq)
         else:
             self._deliver(engine, seq)
 
@@ -164,8 +164,9 @@ class Cluster:
         if engine.prefix_cache is not None and request.prefix_hashes:
             engine.prefix_cache.insert(request.prefix_hashes, request.prompt_tokens)
 
-    def _after(self, delay_s: float, action) -> None:
-        self.env.timeout(delay_s).callbacks.append(lambda _event: action())
+    def _after(self, delay_s: float, action, *args) -> None:
+        """`action(*args)` after `delay_s` (queued as `env.timeout(delay_s)` would be)."""
+        At(self.env, self.env.now + delay_s, callback=lambda _event: action(*args))
 
     def _record_token(self, _engine: Engine, seq: Sequence, now: float) -> None:
         request = seq.request
@@ -302,7 +303,7 @@ class DisaggregatedCluster(Cluster):
         held = HeldPrompt(engine, seq, engine.incarnation)
         self._held[request.id] = held
         self._start_lease(held)
-        self._after(2 * self.hop_s, lambda: self._send_to_decode(request))
+        self._after(2 * self.hop_s, self._send_to_decode, request)
 
     def _start_lease(self, held: HeldPrompt) -> None:
         """Blocks never pulled within `kv_lease_s` are freed; a later pull of them fails.
@@ -320,7 +321,7 @@ class DisaggregatedCluster(Cluster):
             leases.popleft()
         self._lease_timer_set = bool(leases)
         if leases:
-            At(self.env, leases[0][0]).callbacks.append(self._leases_end)
+            At(self.env, leases[0][0], callback=self._leases_end)
 
     def _leases_end(self, _event: simpy.Event) -> None:
         leases, now = self._leases, self.env.now

@@ -1,4 +1,4 @@
-"""One serving instance (a vLLM server on `tp` GPUs) as a SimPy process.
+"""One serving instance (a vLLM server on `tp` GPUs), driven by SimPy events.
 
 The loop is vLLM's: schedule a batch, run it for the step time the cost model gives, then
 account for the tokens it computed. Requests that arrive during a step are seen by the next
@@ -8,6 +8,12 @@ held blocks are freed.
 With `fast_forward`, a run of steps over an unchanged decode batch is one event (see
 `sim.decode_window`); an outside event during it cuts it at the step in progress. Both paths
 give the same results, bit for bit; the step-by-step one is kept as the reference.
+
+The loop is a chain of events, each scheduled by the callback of the one before (`_pending`),
+not a SimPy process: a process pays a generator resume per event and an interrupt (two
+exceptions and one more event) per cut window (`python -m experiments.benchmark_events`
+prices both). An event that is no longer `_pending` when it fires (a cut window's planned
+end, anything planned before a failure) does nothing.
 
 The engine does not know the cluster around it; it reports through callbacks:
 `on_token(engine, seq, now)` for a token a sequence samples,
@@ -24,6 +30,7 @@ from typing import Callable
 
 import numpy as np
 import simpy
+from simpy.events import NORMAL, URGENT
 
 from sim.decode_window import DecodeWindow, blocks_needed, plan_window
 from sim.events import At
@@ -32,7 +39,7 @@ from sim.prefix_cache import PrefixCache
 from sim.request import Sequence
 from sim.router import LoadBoard
 from sim.scheduler import Scheduler, SchedulerLimits, ScheduledStep
-from sim.step_time import BatchShape, StepTimeModel
+from sim.step_time import BatchShape, StepCost, StepTimeModel
 from sim.utilisation import UtilisationTimeline
 
 Callback = Callable[["Engine", Sequence, float], None]
@@ -42,7 +49,6 @@ MIXED, PREFILL, DECODE = "mixed", "prefill", "decode"
 # path agrees exactly with the step-by-step one: a step's end and an arrival, a transfer's end
 # or a failure at the same instant resolve one way, whatever order their events were created in.
 STEP_END = 2
-FAILURE = "instance failure"   # the interrupt cause that takes an engine down
 
 
 @dataclass(slots=True)
@@ -80,47 +86,49 @@ class Engine:
         self.up = True
         self.board = board
         self.board_slot = board_slot
-        self.outstanding = 0
+        self.outstanding = 0          # sequences submitted and not finished (`_count_outstanding`)
         self.steps = 0
         self.fast_forward = fast_forward
         self.incarnation = 0          # bumped at each failure: callbacks from before it are stale
-        self._wakeup: simpy.Event | None = None
-        self._recovered: simpy.Event | None = None
+        self._idle = True             # nothing to run: the next `_wake` schedules
+        self._pending: simpy.Event | None = None   # the event that drives the engine next
         self._window: DecodeWindow | None = None
-        self._step_end_s: float | None = None   # end of the single step running now
-        self._process = env.process(self._run())
+        self._window_steps = 0        # steps of `_window` that `_pending` ends
+        self._step: ScheduledStep | None = None   # the single step running now, its start and cost
+        self._step_start_s = 0.0
+        self._step_cost: StepCost | None = None
+        self._step_end_s: float | None = None
 
-    @property
-    def outstanding(self) -> int:
-        """Sequences submitted and not finished."""
-        return self._outstanding
-
-    @outstanding.setter
-    def outstanding(self, count: int) -> None:
-        self._outstanding = count
+    def _count_outstanding(self, change: int) -> None:
+        """`outstanding` changes by `change`; the board hears of it while the instance is up
+        (it reads a down one as unavailable, and hears of its count when it comes back)."""
+        self.outstanding += change
         if self.board is not None and self.up:
-            self.board.post_outstanding(self.board_slot, count)
+            self.board.post_outstanding(self.board_slot, self.outstanding)
 
     def _set_up(self, up: bool) -> None:
         self.up = up
         if self.board is not None:
-            self.board.post_up(self.board_slot, up, self._outstanding)
+            self.board.post_up(self.board_slot, up, self.outstanding)
 
     def fail(self) -> None:
-        """The instance goes down now; what it held is reported lost through `on_lost`."""
+        """The instance goes down now; what it held is reported lost through `on_lost` before
+        any ordinary event of this instant."""
         if self.up:
             self._set_up(False)
             self.incarnation += 1
-            self._process.interrupt(FAILURE)
+            self._idle = False
+            self._pending = None   # whatever was planned does not happen
+            At(self.env, self.env.now, URGENT, lambda _event: self._go_down())
 
     def recover(self) -> None:
         if not self.up:
             self._set_up(True)
-            self._recovered.succeed()
+            self._then(self.env.now, NORMAL, self._next_step)
 
     def submit(self, seq: Sequence) -> None:
         seq.engine_id = self.instance_id
-        self.outstanding += 1
+        self._count_outstanding(1)
         self.scheduler.add(seq)
         window = self._window
         if seq.needs_remote_kv and window is not None and not window.truncated:
@@ -141,7 +149,7 @@ class Engine:
         """Give up on a sequence that was waiting for its KV."""
         self.scheduler.pulling.discard(seq)
         self.scheduler.release(seq)
-        self.outstanding -= 1
+        self._count_outstanding(-1)
         self._wake()
 
     def release_held(self, seq: Sequence) -> None:
@@ -176,19 +184,29 @@ class Engine:
         else:
             action()
             return
-        At(self.env, at, STEP_END).callbacks.append(lambda _event: action())
+        At(self.env, at, STEP_END, lambda _event: action())
 
     def _wake(self) -> None:
-        if self._wakeup is not None and not self._wakeup.triggered:
-            self._wakeup.succeed()
+        """Something outside changed what the next schedule sees: an idle engine schedules
+        after the events of this instant so far; a decode window ends with the step in progress."""
+        if self._idle:
+            self._idle = False
+            self._then(self.env.now, NORMAL, self._next_step)
         elif self._window is not None and not self._window.truncated:
-            self._window.truncated = True
-            self._process.interrupt()
+            window = self._window
+            window.truncated = True
+            self._window_steps = steps = window.steps_done_by(self.env.now)
+            self._then(float(window.ends[steps - 1]), STEP_END, self._window_ended)
+
+    def _then(self, at: float, priority: int, action: Callable[[simpy.Event | None], None]) -> None:
+        """The event at `at` drives the engine next: when it fires, `action(event)` runs; it does
+        nothing if another event has taken its place by then."""
+        self._pending = At(self.env, at, priority, action)
 
     def _start_pulls_at_step_end(self, window: DecodeWindow) -> None:
         """A sequence to pull arrived during a decode window. The schedule at the end of the
         step in progress would start its pull and go on with the same batch, so the window
-        need not be cut: start the pulls then, from outside the engine's process, unless that
+        need not be cut: start the pulls then, outside the engine's loop, unless that
         schedule would do more (`_pull_or_cut`)."""
         if window.pulls_due:
             return
@@ -210,15 +228,6 @@ class Engine:
         for seq in pulls:
             self.hooks.start_pull(self, seq)
 
-    def _run(self):
-        while True:
-            try:
-                yield from self._serve()
-            except simpy.Interrupt:   # only FAILURE gets here: window interrupts are handled inside
-                self._go_down()
-                self._recovered = self.env.event()
-                yield self._recovered
-
     def _go_down(self) -> None:
         now = self.env.now
         if self._window is not None:   # steps that ended before the failure did happen
@@ -236,55 +245,61 @@ class Engine:
         self.kv.release(self.kv.used)   # held prefill blocks and pulls in flight are gone too
         if self.prefix_cache is not None:
             self.prefix_cache.clear()
-        self.outstanding = 0
-        self._wakeup = None
+        self.outstanding = 0   # down: the board does not read it
+        self._pending = None
+        self._step = None
         self._step_end_s = None
         self.hooks.on_lost(self, lost, now)
 
-    def _serve(self):
+    def _next_step(self, event: simpy.Event | None = None) -> None:
+        """Schedule the next step and start it (or a window of steps), or go idle."""
+        if event is not None and event is not self._pending:
+            return
         env = self.env
         while True:
             step = self.scheduler.schedule()
             for seq in step.pulls:
                 self.hooks.start_pull(self, seq)
-            if not step.seqs:
-                if step.preempted:
-                    continue
-                self._wakeup = env.event()
-                yield self._wakeup
-                self._wakeup = None
-                continue
-            start = env.now
-            if step.admitted:
-                self._mark_prefill_start(step.seqs[-step.admitted:], start)
-            window = None
-            if self.fast_forward:
-                window = plan_window(step, self.scheduler.running, self.kv, self.scheduler.limits.block_size,
-                                     self.step_model, start)
-            if window is not None:
-                yield from self._run_window(window)
-                continue
-            cost = self.step_model.cost(self._shape(step))
-            self._step_end_s = env.now + cost.time_s
-            yield At(env, self._step_end_s, STEP_END)
-            self._step_end_s = None
-            self.steps += 1
-            self.utilisation.add(start, env.now, cost.flops, cost.bytes)
-            self._complete(step, env.now)
+            if step.seqs:
+                break
+            if not step.preempted:
+                self._idle = True
+                self._pending = None
+                return
+        start = env.now
+        if step.admitted:
+            self._mark_prefill_start(step.seqs[-step.admitted:], start)
+        window = None
+        if self.fast_forward:
+            window = plan_window(step, self.scheduler.running, self.kv, self.scheduler.limits.block_size,
+                                 self.step_model, start)
+        if window is not None:
+            self._window = window
+            self._window_steps = len(window)
+            self._then(float(window.ends[-1]), STEP_END, self._window_ended)
+            return
+        cost = self.step_model.cost(self._shape(step))
+        self._step, self._step_start_s, self._step_cost = step, start, cost
+        self._step_end_s = start + cost.time_s
+        self._then(self._step_end_s, STEP_END, self._step_ended)
 
-    def _run_window(self, window: DecodeWindow):
-        env = self.env
-        self._window = window
-        try:
-            yield At(env, float(window.ends[-1]), STEP_END)
-            steps = len(window)
-        except simpy.Interrupt as interrupt:
-            if interrupt.cause == FAILURE:
-                raise
-            steps = window.steps_done_by(env.now)
-            yield At(env, float(window.ends[steps - 1]), STEP_END)
-        self._window = None
-        self._apply_window(window, steps)
+    def _step_ended(self, event: simpy.Event) -> None:
+        if event is not self._pending:
+            return
+        step, cost = self._step, self._step_cost
+        self._step = self._step_cost = self._step_end_s = None
+        self.steps += 1
+        self.utilisation.add(self._step_start_s, self.env.now, cost.flops, cost.bytes)
+        self._complete(step, self.env.now)
+        self._next_step()
+
+    def _window_ended(self, event: simpy.Event) -> None:
+        """The window's last step, or the step in progress when it was cut, has ended."""
+        if event is not self._pending:
+            return
+        window, self._window = self._window, None
+        self._apply_window(window, self._window_steps)
+        self._next_step()
 
     def _apply_window(self, window: DecodeWindow, steps: int) -> None:
         """Account for the first `steps` steps of `window`, as `_complete` would have step by step."""
@@ -334,5 +349,5 @@ class Engine:
 
     def _remove_finished(self, now: float) -> None:
         for seq in self.scheduler.remove_finished(hold_blocks=self.role == PREFILL):
-            self.outstanding -= 1
+            self._count_outstanding(-1)
             self.hooks.on_finished(self, seq, now)

@@ -8,17 +8,24 @@ plus its length); its priority is always NORMAL.
 from __future__ import annotations
 
 from heapq import heappush
+from typing import Callable
 
 import simpy
 from simpy.events import NORMAL
 
 
 class At(simpy.events.Event):
-    """A successful event (no value) at absolute time `at`. Events of one instant run by
-    `priority` (SimPy's URGENT 0, NORMAL 1, or larger: later), then in creation order."""
+    """A successful event (no value) at absolute time `at`, with `callback` (if given) as its
+    first callback. Events of one instant run by `priority` (SimPy's URGENT 0, NORMAL 1, or
+    larger: later), then in creation order. `At(env, env.now + delay)` is `env.timeout(delay)`,
+    queued alike."""
 
-    def __init__(self, env: simpy.Environment, at: float, priority: int = NORMAL):
-        super().__init__(env)
+    def __init__(self, env: simpy.Environment, at: float, priority: int = NORMAL,
+                 callback: Callable[[simpy.events.Event], None] | None = None):
+        # Event.__init__ inlined, as SimPy does in its own frequent events: the simulator
+        # creates about ten of these per request.
+        self.env = env
+        self.callbacks = [] if callback is None else [callback]
         self._ok = True       # a successful event with no value, as simpy.Timeout sets up
         self._value = None
         # Environment.schedule only takes a delay; its queue entry is (time, priority, id, event).

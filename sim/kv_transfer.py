@@ -14,12 +14,14 @@ flows of an endpoint whose instance failed are dropped, their `on_fail` called.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
 import simpy
 
 from sim.catalog import ModelSpec
+from sim.events import At
 
 
 def kv_transfer_bytes(model: ModelSpec, tokens: int) -> float:
@@ -60,7 +62,7 @@ class KVNetwork:
     def transfer(self, src: Endpoint, dst: Endpoint, nbytes: float, on_done: Callable[[], None],
                  on_fail: Callable[[], None] | None = None) -> None:
         flow = Flow(src, dst, float(nbytes), on_done, on_fail)
-        self.env.timeout(self.latency_s).callbacks.append(lambda _event: self._start(flow))
+        At(self.env, self.env.now + self.latency_s, callback=lambda _event: self._start(flow))
 
     def set_bandwidth_factor(self, factor: float) -> None:
         """From now on every endpoint runs at `factor` of its bandwidth."""
@@ -109,16 +111,20 @@ class KVNetwork:
         if not self.flows:
             return
         factor = self.bandwidth_factor
+        next_s, first = math.inf, []   # the flows that end first, and in how long
         for flow in self.flows:
-            flow.rate = factor * min(flow.src.bandwidth / flow.src.active_flows,
-                                     flow.dst.bandwidth / flow.dst.active_flows)
+            flow.rate = rate = factor * min(flow.src.bandwidth / flow.src.active_flows,
+                                            flow.dst.bandwidth / flow.dst.active_flows)
+            if factor:
+                left_s = flow.remaining / rate
+                if left_s < next_s:
+                    next_s, first = left_s, [flow]
+                elif left_s == next_s:
+                    first.append(flow)
         if factor == 0:
             return   # the link is down: nothing moves until set_bandwidth_factor restores it
-        next_s = min(flow.remaining / flow.rate for flow in self.flows)
-        first = [f for f in self.flows if f.remaining / f.rate == next_s]
         generation = self._generation
-        self.env.timeout(max(0.0, next_s)).callbacks.append(
-            lambda _event: self._finish(generation, first))
+        At(self.env, self.env.now + max(0.0, next_s), callback=lambda _event: self._finish(generation, first))
 
     def _remove(self, flows: list[Flow]) -> None:
         self.flows = [f for f in self.flows if f not in flows]

@@ -136,6 +136,8 @@ def _least_kv(engines: list[Instance], floors: np.ndarray) -> Instance | None:
         return None
     best, best_floor = engines[first], float(floors[first])
     best_key = (best.kv_usage(), best.outstanding, first)
+    if best_key[0] == best_floor and best_key[1] == 0:
+        return best   # the loop below would stop at once (an idle pool's common case)
     reachable = (floors <= best_key[0]).nonzero()[0]
     # (floor, index) pairs sort as a stable sort by floor does; the first is `first`'s
     others = sorted(zip(floors[reachable].tolist(), reachable.tolist()))[1:] if len(reachable) > 1 else ()

@@ -117,14 +117,15 @@ class Scheduler:
                 i += 1
                 continue
             need = self._blocks_needed(seq, tokens)
-            while need > pool.free:
-                victim = running.pop()
-                self._preempt(victim)
-                step.preempted.append(victim)
-                if victim is seq:
-                    return budget
-            pool.allocate(need)
-            seq.blocks += need
+            if need:   # most decode steps stay within their last block
+                while need > pool.free:
+                    victim = running.pop()
+                    self._preempt(victim)
+                    step.preempted.append(victim)
+                    if victim is seq:
+                        return budget
+                pool.allocate(need)
+                seq.blocks += need
             step.add(seq, tokens)
             budget -= tokens
             i += 1
