@@ -7,16 +7,16 @@ Each pattern runs N events with nothing else to do, once to warm up and once cou
 instructions per event. The patterns are the ways the engine waits:
 
 * `process`: a process yields an absolute-time event (`sim.events.At`) and is resumed when it
-  fires, as an engine waits for its step's end;
+  fires, as the engine waited for its step's end while it was a SimPy process (before 206682e);
 * `callbacks`: the same chain of events, each scheduled by the previous one's callback, with no
-  process (what an engine driven by callbacks would pay);
+  process: how the engine runs now (`sim.engine.Engine._then`);
 * `sub-generator`: the process waits through a sub-generator created for each wait (`yield
-  from`, as the engine runs a decode window);
-* `delegated`: the same behind one more delegation level (the engine's failure handler);
+  from`, as the process engine ran a decode window);
+* `delegated`: the same behind one more delegation level (its failure handler);
 * `interrupt`: each wait is cut short by an interrupt from another process and followed by a
-  short wait, as a decode window is cut. Its figure is per cut, with everything the cut brings:
-  the interrupt, the short wait, the long wait's event (which still fires, to no one) and the
-  interrupting process's two timeouts.
+  short wait, as the process engine cut a decode window. Its figure is per cut, with everything
+  the cut brings: the interrupt, the short wait, the long wait's event (which still fires, to
+  no one) and the interrupting process's two timeouts.
 
 A simulated request costs what its events cost plus the Python of the engine, scheduler,
 router and cluster around them: compare with the instructions per request of

@@ -139,9 +139,10 @@ class Scheduler:
                 return
             seq = queue[0]
             if seq.needs_remote_kv:
-                if self.pull_blocks(seq) > pool.free:
+                blocks = self.pull_blocks(seq)
+                if blocks > pool.free:
                     return
-                self._start_pull(queue.popleft())
+                self._start_pull(queue.popleft(), blocks)
                 step.pulls.append(seq)
                 continue
             starts_prefill = seq.num_computed == 0   # new, or restarting after preemption
@@ -188,16 +189,16 @@ class Scheduler:
         """Start `seqs`, the head of the waiting queue as `pulls_while_decoding` gave it."""
         for seq in seqs:
             assert self.waiting[0] is seq
-            self._start_pull(self.waiting.popleft())
+            self._start_pull(self.waiting.popleft(), self.pull_blocks(seq))
 
     def pull_blocks(self, seq: Sequence) -> int:
         """Blocks reserved for a sequence's pulled prompt."""
         return blocks_for(seq.prompt_tokens, self.limits.block_size)
 
-    def _start_pull(self, seq: Sequence) -> None:
-        """Reserve blocks for the whole prompt; the remote KV lands in them."""
-        seq.blocks = self.pull_blocks(seq)
-        self.pool.allocate(seq.blocks)
+    def _start_pull(self, seq: Sequence, blocks: int) -> None:
+        """Reserve `blocks` (`pull_blocks(seq)`) for the whole prompt; the remote KV lands in them."""
+        seq.blocks = blocks
+        self.pool.allocate(blocks)
         seq.needs_remote_kv = False
         self.pulling.add(seq)
 

@@ -56,7 +56,7 @@ class BatchShape:
         return cls(tokens, pairs, kv, sampled_seqs)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StepCost:
     """Duration of a step and the work it did on the whole instance."""
 
