@@ -65,7 +65,7 @@ class BlockPool:
             self.used += blocks
             if self.used > self.peak_used:
                 self.peak_used = self.used
-            if self.usage_mirror is not None:   # inline, not a helper: a call per allocation costs 1 %
+            if self.usage_mirror is not None:   # inline, not a helper: this runs at most allocations
                 self.usage_mirror[self.mirror_slot] = self.used / self.capacity
 
     def release(self, blocks: int) -> None:
