@@ -90,14 +90,14 @@ class Engine:
         self.steps = 0
         self.fast_forward = fast_forward
         self.incarnation = 0          # bumped at each failure: callbacks from before it are stale
-        self._idle = True             # nothing to run: the next `_wake` schedules
-        self._pending: simpy.Event | None = None   # the event that drives the engine next
+        # The event that drives the engine next; None while it is idle (up, nothing to run: the
+        # next `_wake` schedules) or down.
+        self._pending: simpy.Event | None = None
         self._window: DecodeWindow | None = None
         self._window_steps = 0        # steps of `_window` that `_pending` ends
         self._step: ScheduledStep | None = None   # the single step running now, its start and cost
         self._step_start_s = 0.0
         self._step_cost: StepCost | None = None
-        self._step_end_s: float | None = None
 
     def _count_outstanding(self, change: int) -> None:
         """`outstanding` changes by `change`; the board hears of it while the instance is up
@@ -117,7 +117,6 @@ class Engine:
         if self.up:
             self._set_up(False)
             self.incarnation += 1
-            self._idle = False
             self._pending = None   # whatever was planned does not happen
             At(self.env, self.env.now, URGENT, lambda _event: self._go_down())
 
@@ -179,8 +178,8 @@ class Engine:
         window = self._window
         if window is not None:
             at = float(window.ends[window.steps_done_by(self.env.now) - 1])
-        elif self._step_end_s is not None:
-            at = self._step_end_s
+        elif self._step is not None:
+            at = self._step_start_s + self._step_cost.time_s
         else:
             action()
             return
@@ -189,8 +188,7 @@ class Engine:
     def _wake(self) -> None:
         """Something outside changed what the next schedule sees: an idle engine schedules
         after the events of this instant so far; a decode window ends with the step in progress."""
-        if self._idle:
-            self._idle = False
+        if self._pending is None and self.up:
             self._then(self.env.now, NORMAL, self._next_step)
         elif self._window is not None and not self._window.truncated:
             window = self._window
@@ -248,7 +246,6 @@ class Engine:
         self.outstanding = 0   # down: the board does not read it
         self._pending = None
         self._step = None
-        self._step_end_s = None
         self.hooks.on_lost(self, lost, now)
 
     def _next_step(self, event: simpy.Event | None = None) -> None:
@@ -263,8 +260,7 @@ class Engine:
             if step.seqs:
                 break
             if not step.preempted:
-                self._idle = True
-                self._pending = None
+                self._pending = None   # idle
                 return
         start = env.now
         if step.admitted:
@@ -280,14 +276,13 @@ class Engine:
             return
         cost = self.step_model.cost(self._shape(step))
         self._step, self._step_start_s, self._step_cost = step, start, cost
-        self._step_end_s = start + cost.time_s
-        self._then(self._step_end_s, STEP_END, self._step_ended)
+        self._then(start + cost.time_s, STEP_END, self._step_ended)
 
     def _step_ended(self, event: simpy.Event) -> None:
         if event is not self._pending:
             return
         step, cost = self._step, self._step_cost
-        self._step = self._step_cost = self._step_end_s = None
+        self._step = self._step_cost = None
         self.steps += 1
         self.utilisation.add(self._step_start_s, self.env.now, cost.flops, cost.bytes)
         self._complete(step, self.env.now)
