@@ -6,10 +6,12 @@ Each pattern runs N events with nothing else to do, once to warm up and once cou
 `sys.call_tracing`, as `benchmark_speed --instructions` counts a run), and prints the
 instructions per event. The patterns are the ways the engine waits:
 
-* `process`: a process yields an absolute-time event (`sim.events.At`) and is resumed when it
-  fires, as the engine waited for its step's end while it was a SimPy process (before 206682e);
-* `callbacks`: the same chain of events, each scheduled by the previous one's callback, with no
-  process: how the engine runs now (`sim.engine.Engine._then`);
+* `process`: a process yields a SimPy timeout and is resumed when it fires, as the engine
+  waited for its step's end while it was a SimPy process (before 206682e);
+* `callbacks`: the same chain of timeouts, each scheduled by the previous one's callback, with
+  no process: how the engine has run since;
+* `at`: that chain with the simulator's own queue entries (`sim.events.At`, a native class when
+  compiled), as the engine and the cluster schedule now;
 * `sub-generator`: the process waits through a sub-generator created for each wait (`yield
   from`, as the process engine ran a decode window);
 * `delegated`: the same behind one more delegation level (its failure handler);
@@ -30,7 +32,7 @@ import sys
 
 from experiments.benchmark_speed import counted_run
 
-PATTERNS = ("process", "callbacks", "sub-generator", "delegated", "interrupt")
+PATTERNS = ("process", "callbacks", "at", "sub-generator", "delegated", "interrupt")
 
 
 def run_pattern(pattern: str, events: int) -> float:
@@ -44,10 +46,10 @@ def run_pattern(pattern: str, events: int) -> float:
 
     def waits():
         for _ in range(events):
-            yield At(env, env.now + 1e-3, STEP_END)
+            yield env.timeout(1e-3)
 
     def one_wait():
-        yield At(env, env.now + 1e-3, STEP_END)
+        yield env.timeout(1e-3)
 
     def through_sub_generators():
         for _ in range(events):
@@ -60,14 +62,20 @@ def run_pattern(pattern: str, events: int) -> float:
         nonlocal remaining
         remaining -= 1
         if remaining:
-            At(env, env.now + 1e-3, STEP_END).callbacks.append(fire)
+            env.timeout(1e-3).callbacks.append(fire)
+
+    def fire_at(_event) -> None:
+        nonlocal remaining
+        remaining -= 1
+        if remaining:
+            At(env, env.now + 1e-3, fire_at, STEP_END)
 
     def cut_short():
         for _ in range(events):
             try:
-                yield At(env, env.now + 1.0, STEP_END)
+                yield env.timeout(1.0)
             except simpy.Interrupt:
-                yield At(env, env.now + 1e-3, STEP_END)
+                yield env.timeout(1e-3)
 
     def interrupter(target):
         for _ in range(events):
@@ -77,7 +85,9 @@ def run_pattern(pattern: str, events: int) -> float:
 
     remaining = events
     if pattern == "callbacks":
-        At(env, 1e-3, STEP_END).callbacks.append(fire)
+        env.timeout(1e-3).callbacks.append(fire)
+    elif pattern == "at":
+        At(env, 1e-3, fire_at, STEP_END)
     elif pattern == "interrupt":
         env.process(interrupter(env.process(cut_short())))
     else:

@@ -8,6 +8,7 @@ on representative runs, each in a fresh process.
     python -m experiments.benchmark_speed --at 1fbc7d2    # the simulator of an earlier commit, same measurement
     python -m experiments.benchmark_speed --against 1fbc7d2 --repeat 3   # before/after, interleaved
     python -m experiments.benchmark_speed --quick --reference   # the step-by-step reference path
+    python -m experiments.benchmark_speed --against HEAD        # compiled against the same code from source
     python -m experiments.benchmark_speed --instructions 60 --against 1fbc7d2   # exact work, under valgrind
 
 Each case composes the same config as `python -m sim <overrides>`; `wall s` and `cpu s` time
@@ -22,6 +23,11 @@ sizes when nothing grows with tokens or steps). `cold start` times a whole fresh
 the run) to its first result. `--at REV` measures the simulator (and configs) of commit REV,
 checked out in a temporary git worktree, with this file's measurement; `--reference` runs
 `simulate(..., fast_forward=False)`.
+
+This checkout's simulator runs its per-event modules compiled by mypyc, as `pip install -e .`
+built them (sim/compiled.py); `--source` runs them from their `.py` files instead. The tree of
+`--at` or `--against` has no build, so it runs from source: `--against HEAD` measures what
+compiling buys. The title line says how each side ran.
 
 Compare ratios measured in one run: on a shared machine absolute times move with the load (by
 15-20 % between runs minutes apart on this project's machine). `--repeat N` runs each cell N
@@ -67,6 +73,8 @@ from contextlib import contextmanager
 from operator import itemgetter
 from pathlib import Path
 from typing import Callable
+
+from sim.compiled import PURE_PYTHON_VARIABLE
 
 
 def _pools(gpus: int, prefill: int) -> list[str]:
@@ -216,6 +224,8 @@ def main() -> None:
     parser.add_argument("--million", action="store_true", help="add the ~1M-request case on 256 GPUs")
     parser.add_argument("--at", metavar="REV", help="measure the simulator of this git commit")
     parser.add_argument("--reference", action="store_true", help="the step-by-step path (fast_forward=False)")
+    parser.add_argument("--source", action="store_true",
+                        help=f"run the simulator from its sources, not its compiled modules ({PURE_PYTHON_VARIABLE}=1)")
     parser.add_argument("--repeat", type=int, default=1, metavar="N", help="N runs per cell; the fastest is shown")
     parser.add_argument("--against", metavar="REV", help="each cell for commit REV and for this tree, interleaved")
     parser.add_argument("--instructions", type=float, metavar="S",
@@ -231,6 +241,8 @@ def main() -> None:
         return
     if args.repeat < 1:
         parser.error("--repeat takes a positive number of runs")
+    if args.source:
+        os.environ[PURE_PYTHON_VARIABLE] = "1"   # every child's environment
     with _checkout(args.at) as tree, _checkout(args.against) as baseline:
         if args.instructions:
             count(args, baseline, tree)
@@ -249,11 +261,19 @@ def _cases(args: argparse.Namespace) -> dict[str, list[str]]:
     return cases
 
 
-def _title(args: argparse.Namespace) -> str:
+def _title(args: argparse.Namespace, tree: Path | None) -> str:
     # the interpreter's installation: builds of one version differ in speed (see the module docstring)
     return (f"python {platform.python_version()} ({sys.base_prefix}) on {platform.machine()}, one process per run"
             + (f", the fastest of {args.repeat}" if args.repeat > 1 else "")
-            + (f", simulator at {args.at}" if args.at else "") + (", step-by-step reference" if args.reference else ""))
+            + (f", simulator at {args.at}" if args.at else "") + f", {_build(tree)}"
+            + (", step-by-step reference" if args.reference else ""))
+
+
+def _build(tree: Path | None) -> str:
+    """How the simulator of `tree` (None: this checkout) runs here: its hot modules compiled, or
+    all from source (no build in that tree, a build older than its sources, or `--source`)."""
+    child = _run_child([sys.executable, "-c", "import sim; print(getattr(sim, 'COMPILED', False))"], tree)
+    return "compiled (mypyc)" if child.stdout.strip() == "True" else "from source"
 
 
 def _table(args: argparse.Namespace, title: str, columns: str, row: Callable[[list[str], str], str]) -> None:
@@ -278,7 +298,7 @@ def compare(args: argparse.Namespace, baseline: Path, tree: Path | None) -> None
                 f"{'yes' if old['steps'] == new['steps'] else 'NO':>10}")
 
     before = f"{args.against} cpu s"
-    _table(args, _title(args) + f", against {args.against}",
+    _table(args, _title(args, tree) + f", against {args.against} {_build(baseline)}",
            f"{'requests':>9} {before:>18} {'cpu s':>7} {'ratio':>6} {'same steps':>10}", row)
 
 
@@ -295,8 +315,8 @@ def count(args: argparse.Namespace, baseline: Path | None, tree: Path | None) ->
                 f"{format(new['instructions'] / old['instructions'], '.4f') if old else '':>6}")
 
     before = f"{args.against} instr" if baseline else ""
-    _table(args, _title(args) + f", first {args.instructions:g} simulated s, instructions counted by callgrind"
-           + (f", against {args.against}" if baseline else ""),
+    _table(args, _title(args, tree) + f", first {args.instructions:g} simulated s, instructions counted by callgrind"
+           + (f", against {args.against} {_build(baseline)}" if baseline else ""),
            f"{'requests':>9} {'steps':>9} {before:>18} {'instructions':>14} {'per request':>12} "
            f"{'ratio' if baseline else '':>6}", row)
 
@@ -310,7 +330,7 @@ def report(args: argparse.Namespace, tree: Path | None) -> None:
                 f"{run['req_per_s']:>7.0f} {run['x_real_time']:>7.0f} {rss:>13} {per_request_kb:>7.2f} "
                 f"{run['peak_mb']:>8.0f}")
 
-    _table(args, _title(args), f"{'GPUs':>5} {'requests':>9} {'steps':>10} {'wall s':>7} {'cpu s':>7} {'req/s':>7} "
+    _table(args, _title(args, tree), f"{'GPUs':>5} {'requests':>9} {'steps':>10} {'wall s':>7} {'cpu s':>7} {'req/s':>7} "
                                f"{'x real':>7} {'RSS MB':>13} {'KB/req':>7} {'peak MB':>8}", row)
     print(f"cold start ({' '.join(COLD_START)}, fresh process to first result): {cold_start_s(tree):.1f} s")
 

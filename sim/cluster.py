@@ -323,7 +323,7 @@ class DisaggregatedCluster(Cluster):
         if leases:
             At(self.env, leases[0][0], callback=self._leases_end)
 
-    def _leases_end(self, _event: simpy.Event) -> None:
+    def _leases_end(self, _event: At) -> None:
         leases, now = self._leases, self.env.now
         while leases and leases[0][0] <= now:
             held = leases.popleft()[1]

@@ -9,7 +9,7 @@ fixed and free blocks only shrink. The window covers the steps up to the first o
 two; the engine cuts it short at the step in progress when the third happens.
 
 Within a window step times have a closed form (contexts grow by one token per step), so the
-window's times, FLOPs and bytes are computed at once, by a compiled loop (numba) doing the same
+window's times, FLOPs and bytes are computed at once (sim/window_steps.py), with the same
 arithmetic in the same order as the step-by-step path: results are identical bit for bit.
 """
 
@@ -18,12 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit
 
 from sim.kv_cache import BlockPool
 from sim.request import Sequence
 from sim.scheduler import ScheduledStep
-from sim.step_time import StepTimeModel, attention_work
+from sim.step_time import StepTimeModel
+from sim.window_steps import window_steps
 
 MIN_STEPS = 2   # below this a window saves nothing over a plain step
 
@@ -118,36 +118,3 @@ def _steps_within_free_blocks(contexts: list[int], held: list[int], free: int, b
         else:
             high = middle
     return low
-
-
-def window_steps(step_model: StepTimeModel, seqs: int, context_sum: int, steps: int, start_s: float) -> np.ndarray:
-    """End times, FLOPs and bytes (the rows of a (3, steps) array) of `steps` back-to-back
-    steps, the first starting at `start_s`, of an unchanged batch of `seqs` decode sequences
-    whose cached contexts sum to `context_sum` at the first step.
-
-    Each step adds one token to every context: attention work grows, the linear layers and
-    the all-reduce cost the same. Each step's values are those `StepTimeModel.cost` gives for
-    it, and each end is the previous end plus the step's time, as SimPy's clock advances: bit
-    for bit what the step-by-step engine computes.
-    """
-    return _decode_steps(start_s, steps, seqs, context_sum, *step_model.decode_step_constants(seqs))
-
-
-_attention_work = njit(cache=True)(attention_work)   # the step-time model's own function, compiled
-
-
-@njit(cache=True)
-def _decode_steps(start_s, steps, seqs, context_sum, linear_s, linear_flops, weight_bytes, allreduce_s, overhead_s,
-                  attention_constants):
-    """The loop of `window_steps`, in the order of `StepTimeModel.cost`."""
-    work = np.empty((3, steps))   # one array: each array returned to Python costs as much as a short window
-    end = start_s
-    for step in range(steps):
-        # A decode is a chunk of 1 token after c cached ones: c + 1 pairs, c + 1 KV tokens read.
-        pairs = context_sum + seqs * (step + 1)
-        attention_s, attention_flops, kv_bytes = _attention_work(pairs, pairs, seqs, *attention_constants)
-        end += linear_s + attention_s + allreduce_s + overhead_s
-        work[0, step] = end
-        work[1, step] = linear_flops + attention_flops
-        work[2, step] = weight_bytes + kv_bytes
-    return work

@@ -55,9 +55,9 @@ STEP_END = 2
 class EngineHooks:
     on_token: Callback
     on_finished: Callback
-    on_repeated_tokens: Callable[["Engine", list[Sequence], np.ndarray], None] | None = None
-    start_pull: Callable[["Engine", Sequence], None] | None = None
-    on_lost: Callable[["Engine", list[Sequence], float], None] | None = None
+    on_lost: Callable[["Engine", list[Sequence], float], None]
+    on_repeated_tokens: Callable[["Engine", list[Sequence], np.ndarray], None] | None = None   # engines that decode
+    start_pull: Callable[["Engine", Sequence], None] | None = None   # decode engines
 
 
 class Engine:
@@ -92,7 +92,7 @@ class Engine:
         self.incarnation = 0          # bumped at each failure: callbacks from before it are stale
         # The event that drives the engine next; None while it is idle (up, nothing to run: the
         # next `_wake` schedules) or down.
-        self._pending: simpy.Event | None = None
+        self._pending: At | None = None
         self._window: DecodeWindow | None = None
         self._window_steps = 0        # steps of `_window` that `_pending` ends
         self._step: ScheduledStep | None = None   # the single step running now, its start and cost
@@ -118,7 +118,7 @@ class Engine:
             self._set_up(False)
             self.incarnation += 1
             self._pending = None   # whatever was planned does not happen
-            At(self.env, self.env.now, URGENT, lambda _event: self._go_down())
+            At(self.env, self.env.now, lambda _event: self._go_down(), URGENT)
 
     def recover(self) -> None:
         if not self.up:
@@ -178,12 +178,12 @@ class Engine:
         window = self._window
         if window is not None:
             at = float(window.ends[window.steps_done_by(self.env.now) - 1])
-        elif self._step is not None:
+        elif self._step_cost is not None:   # set with `_step`
             at = self._step_start_s + self._step_cost.time_s
         else:
             action()
             return
-        At(self.env, at, STEP_END, lambda _event: action())
+        At(self.env, at, lambda _event: action(), STEP_END)
 
     def _wake(self) -> None:
         """Something outside changed what the next schedule sees: an idle engine schedules
@@ -196,10 +196,10 @@ class Engine:
             self._window_steps = steps = window.steps_done_by(self.env.now)
             self._then(float(window.ends[steps - 1]), STEP_END, self._window_ended)
 
-    def _then(self, at: float, priority: int, action: Callable[[simpy.Event | None], None]) -> None:
+    def _then(self, at: float, priority: int, action: Callable[[At], None]) -> None:
         """The event at `at` drives the engine next: when it fires, `action(event)` runs; it does
         nothing if another event has taken its place by then."""
-        self._pending = At(self.env, at, priority, action)
+        self._pending = At(self.env, at, action, priority)
 
     def _start_pulls_at_step_end(self, window: DecodeWindow) -> None:
         """A sequence to pull arrived during a decode window. The schedule at the end of the
@@ -223,8 +223,13 @@ class Engine:
             self._wake()     # the batch would change or its later steps would run out of blocks
             return
         self.scheduler.start_pulls(pulls)
-        for seq in pulls:
-            self.hooks.start_pull(self, seq)
+        self._report_pulls(pulls)
+
+    def _report_pulls(self, seqs: list[Sequence]) -> None:
+        start_pull = self.hooks.start_pull
+        assert start_pull is not None, "only a decode engine pulls, and its hooks start pulls"
+        for seq in seqs:
+            start_pull(self, seq)
 
     def _go_down(self) -> None:
         now = self.env.now
@@ -245,18 +250,18 @@ class Engine:
             self.prefix_cache.clear()
         self.outstanding = 0   # down: the board does not read it
         self._pending = None
-        self._step = None
+        self._step = self._step_cost = None
         self.hooks.on_lost(self, lost, now)
 
-    def _next_step(self, event: simpy.Event | None = None) -> None:
+    def _next_step(self, event: At | None = None) -> None:
         """Schedule the next step and start it (or a window of steps), or go idle."""
         if event is not None and event is not self._pending:
             return
         env = self.env
         while True:
             step = self.scheduler.schedule()
-            for seq in step.pulls:
-                self.hooks.start_pull(self, seq)
+            if step.pulls:
+                self._report_pulls(step.pulls)
             if step.seqs:
                 break
             if not step.preempted:
@@ -278,21 +283,23 @@ class Engine:
         self._step, self._step_start_s, self._step_cost = step, start, cost
         self._then(start + cost.time_s, STEP_END, self._step_ended)
 
-    def _step_ended(self, event: simpy.Event) -> None:
+    def _step_ended(self, event: At) -> None:
         if event is not self._pending:
             return
         step, cost = self._step, self._step_cost
+        assert step is not None and cost is not None   # set together by `_next_step`
         self._step = self._step_cost = None
         self.steps += 1
         self.utilisation.add(self._step_start_s, self.env.now, cost.flops, cost.bytes)
         self._complete(step, self.env.now)
         self._next_step()
 
-    def _window_ended(self, event: simpy.Event) -> None:
+    def _window_ended(self, event: At) -> None:
         """The window's last step, or the step in progress when it was cut, has ended."""
         if event is not self._pending:
             return
         window, self._window = self._window, None
+        assert window is not None   # `_pending` was this window's end
         self._apply_window(window, self._window_steps)
         self._next_step()
 
@@ -312,7 +319,9 @@ class Engine:
         for seq in seqs:   # the hooks read the request, not the sequence's counts
             self.hooks.on_token(self, seq, first)
         if steps > 1:
-            self.hooks.on_repeated_tokens(self, seqs, window.ends[:steps])
+            on_repeated_tokens = self.hooks.on_repeated_tokens
+            assert on_repeated_tokens is not None, "an engine that decodes in windows has this hook"
+            on_repeated_tokens(self, seqs, window.ends[:steps])
         if any(seq.finished for seq in seqs):
             self._remove_finished(float(window.ends[steps - 1]))
 

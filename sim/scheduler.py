@@ -16,7 +16,7 @@ last prompt token (which samples the first output token), as vLLM's NixlConnecto
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sim.kv_cache import BlockPool, blocks_for
 from sim.prefix_cache import PrefixCache
@@ -31,13 +31,16 @@ class SchedulerLimits:
     block_size: int
 
 
-@dataclass(slots=True)
 class ScheduledStep:
-    seqs: list[Sequence] = field(default_factory=list)
-    tokens: list[int] = field(default_factory=list)
-    pulls: list[Sequence] = field(default_factory=list)      # KV pulls to start now
-    preempted: list[Sequence] = field(default_factory=list)
-    admitted: int = 0          # the last `admitted` of `seqs` came from the queues this step
+    """What one schedule decided: the batch (`seqs`, with the tokens each computes), and the pulls
+    and preemptions it made."""
+
+    def __init__(self) -> None:   # not a dataclass: mypyc compiles a written __init__, not a generated one
+        self.seqs: list[Sequence] = []
+        self.tokens: list[int] = []
+        self.pulls: list[Sequence] = []        # KV pulls to start now
+        self.preempted: list[Sequence] = []
+        self.admitted = 0          # the last `admitted` of `seqs` came from the queues this step
 
     def add(self, seq: Sequence, tokens: int) -> None:
         self.seqs.append(seq)
@@ -84,7 +87,8 @@ class Scheduler:
 
     def remove_finished(self, hold_blocks: bool) -> list[Sequence]:
         """Drop finished sequences from `running`; free their blocks unless the caller holds them."""
-        done, running = [], []
+        done: list[Sequence] = []
+        running: list[Sequence] = []
         for seq in self.running:
             (done if seq.finished else running).append(seq)
         self.running = running

@@ -145,10 +145,12 @@ def test_fit_recovers_the_host_cost_per_sampled_sequence():
     assert SEQ_OVERHEAD in result.free
     for name in ("gemm", "step_overhead_s", "seq_overhead_s"):
         assert result.parameters[name] == pytest.approx(CPU_TRUE[name], rel=0.1), name
-    with_term = np.median(np.abs(relative_errors(result.predicted_s, points)))
     without = fit(points, prior, models)                  # the same points, no per-sequence term
     assert SEQ_OVERHEAD not in without.parameters
-    assert with_term < 0.03 < np.median(np.abs(relative_errors(without.predicted_s, points)))
+    with_term = np.abs(relative_errors(result.predicted_s, points))
+    without_term = np.abs(relative_errors(without.predicted_s, points))
+    assert np.median(with_term) < 0.03 and np.median(without_term) > 2 * np.median(with_term)
+    assert without_term.max() > 0.1 > with_term.max()    # without the term, its worst steps are off by over 10 %
 
 
 def test_fit_recovers_a_kv_read_efficiency_apart_from_memory():
@@ -203,7 +205,7 @@ def test_kv_read_efficiency_slows_only_attention_reads(h100, llama8b):
 def test_a_zero_host_cost_per_sequence_changes_no_step_time(h100, llama8b):
     from dataclasses import replace
 
-    from sim.decode_window import window_steps
+    from sim.window_steps import window_steps
     from sim.step_time import StepTimeModel
     batch = BatchShape.of([(512, 0)] + [(1, 900)] * 31, 32)
     base = StepTimeModel(llama8b, h100, 1)

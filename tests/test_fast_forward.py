@@ -9,7 +9,7 @@ import pytest
 from conftest import compose_config
 from sim.experiment import plan
 from sim.run import simulate
-from sim.decode_window import window_steps
+from sim.window_steps import window_steps
 from sim.step_time import BatchShape, StepTimeModel
 from sim.utilisation import UtilisationTimeline
 from sim.workload import build_workload
@@ -116,6 +116,7 @@ def test_window_block_allocations_follow_the_growing_contexts():
     contexts = rng.integers(1, 5000, 40)
     held = -(-(contexts + 1) // 16) + rng.integers(0, 3, 40)   # some hold more (pulled prompt blocks)
     ends = np.arange(1, 301, dtype=float)
+    contexts, held = contexts.tolist(), held.tolist()   # a window's lists
     window = DecodeWindow([], contexts, 0.0, np.stack([ends, ends, ends]), held, 16)
     for started in range(0, 300):
         assert window.blocks_allocated_by(started + 0.5) == blocks_needed(contexts, held, 16, started + 1)
