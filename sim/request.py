@@ -33,12 +33,12 @@ class Request:
     tokens_emitted: int = 0
     last_token_s: float = NAN
     itl_max_s: float = 0.0
-    num_preemptions: int = 0
+    num_preemptions: int | float = 0   # a count; NaN where a real deployment does not report it
     kv_bytes_transferred: float = 0.0
     cached_prompt_tokens: int = 0    # prompt tokens found in the prefix cache (not computed)
     prefix_hashes: tuple[int, ...] = ()   # the prompt's prefix-block hashes, when the trace has them
     retries: int = 0                 # times the proxy resent it after an instance failure
-    kv_recomputes: int = 0           # failed KV pulls recomputed on the decode instance
+    kv_recomputes: int | float = 0   # failed KV pulls recomputed on the decode instance; NaN as above
 
     def restart(self) -> None:
         """Resent from scratch after a failure: forget the lost attempt's progress."""

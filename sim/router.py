@@ -23,7 +23,6 @@ from typing import Sequence as Seq
 import numpy as np
 
 from sim.prefix_cache import PrefixCache
-from sim.request import Request
 
 POLICIES = ("round_robin", "least_outstanding", "least_kv", "prefix_aware")
 _outstanding = attrgetter("outstanding")
@@ -43,6 +42,16 @@ class Routable(Protocol):
 
 
 Instance = TypeVar("Instance", bound=Routable)
+
+
+class RequestToRoute(Protocol):
+    """What a policy reads of a request: a simulated `sim.request.Request` or the real proxy's
+    `real.backends.RoutedRequest`."""
+
+    @property
+    def prompt_tokens(self) -> int: ...
+    @property
+    def prefix_hashes(self) -> tuple[int, ...]: ...
 
 
 class LoadBoard:
@@ -89,7 +98,7 @@ class Router(Generic[Instance]):
         self.board = board
         self._next = 0
 
-    def pick(self, request: Request) -> Instance | None:
+    def pick(self, request: RequestToRoute) -> Instance | None:
         """An instance that is up for `request`, or None when all are down."""
         board = self.board
         if self.policy == "least_kv":
@@ -153,7 +162,7 @@ def _least_kv(engines: list[Instance], floors: np.ndarray) -> Instance | None:
     return best
 
 
-def _uncached_tokens(engine: Routable, request: Request) -> int:
+def _uncached_tokens(engine: Routable, request: RequestToRoute) -> int:
     if engine.prefix_cache is None or not request.prefix_hashes:
         return request.prompt_tokens
     return request.prompt_tokens - engine.prefix_cache.cached_tokens(request.prefix_hashes, request.prompt_tokens)
