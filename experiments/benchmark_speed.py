@@ -52,8 +52,8 @@ The interpreter's build matters as much as a change to the simulator: on this pr
 machine Debian's python3.11 (/usr, built with profile-guided optimisation) took 4-34 % less
 time than the pyenv build that is the default `python3` (built without it) on paired
 disaggregated runs, and up to 26 % less on monolithic ones, with the same packages (README,
-performance). The title line names the installation (`sys.base_prefix`); run the benchmark
-with the interpreter of the virtual environment you plan with.
+performance). The title line names the installation (`sys.base_prefix`) and the processor;
+run the benchmark with the interpreter of the virtual environment you plan with.
 """
 
 from __future__ import annotations
@@ -263,10 +263,21 @@ def _cases(args: argparse.Namespace) -> dict[str, list[str]]:
 
 def _title(args: argparse.Namespace, tree: Path | None) -> str:
     # the interpreter's installation: builds of one version differ in speed (see the module docstring)
-    return (f"python {platform.python_version()} ({sys.base_prefix}) on {platform.machine()}, one process per run"
+    return (f"python {platform.python_version()} ({sys.base_prefix}) on {_cpu()}, one process per run"
             + (f", the fastest of {args.repeat}" if args.repeat > 1 else "")
             + (f", simulator at {args.at}" if args.at else "") + f", {_build(tree)}"
             + (", step-by-step reference" if args.reference else ""))
+
+
+def _cpu() -> str:
+    """The processor's model and architecture: this project's sessions have run on different
+    machines, and their times compare only within one."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
+    except OSError:
+        model = ""
+    return f"{model or platform.processor() or 'an unknown processor'} ({platform.machine()})"
 
 
 def _build(tree: Path | None) -> str:

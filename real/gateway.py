@@ -271,6 +271,7 @@ class Gateway:
         answered = False
         received = 0
         tail = b""
+        partial = b""   # a line not yet ended: written with its end (error events are rewritten whole)
         client: web.StreamResponse | None = None
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.spec.connect_s,
                                         sock_read=self.spec.upstream_idle_s)
@@ -287,10 +288,18 @@ class Gateway:
                         backend.queued_prompt_tokens -= prompt_tokens
                     received += len(chunk)
                     tail = (tail + chunk)[-64:]
+                    lines = partial + chunk
+                    end = lines.rfind(b"\n") + 1
+                    lines, partial = lines[:end], lines[end:]
+                    if b'"error"' in lines:
+                        lines = _with_server_named(lines, backend, role)
                     try:
-                        await client.write(chunk)
+                        await client.write(lines)
                     except ConnectionResetError:   # the client hung up: leaving closes the upstream
                         return client              # request, and vLLM aborts it
+            if partial:
+                with contextlib.suppress(ConnectionResetError):
+                    await client.write(partial)
             if body.get("stream") and b"[DONE]" not in tail:
                 backend.failed += 1
                 early = UpstreamError(502, f"{_name(backend, role)} ended its stream after {received} bytes "
@@ -313,6 +322,24 @@ class Gateway:
             backend.outstanding -= 1
             if not answered:
                 backend.queued_prompt_tokens -= prompt_tokens
+
+
+def _with_server_named(lines: bytes, backend: Backend, role: str) -> bytes:
+    """Whole SSE lines from `backend`, each error event of its own (vLLM sends one when, for
+    example, a KV load fails mid-request) rewritten as the gateway's, naming the server."""
+    named = []
+    for line in lines.split(b"\n"):
+        if line.startswith(b"data:"):
+            try:
+                event = json.loads(line[5:])
+            except ValueError:
+                event = None
+            if isinstance(event, dict) and "error" in event:
+                error = UpstreamError(502, f"{_name(backend, role)} sent an error event: {_error_text(event)}", role,
+                                      backend.url)
+                line = error.sse().rstrip(b"\n")
+        named.append(line)
+    return b"\n".join(named)
 
 
 def _error_text(answer: Any) -> str:

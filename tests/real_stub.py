@@ -29,6 +29,8 @@ class StubServer:
     fail_after_tokens: int | None = None   # drop the connection after this many tokens
     stall_after_tokens: int | None = None  # after this many tokens send nothing more, keep the connection open
     end_after_tokens: int | None = None    # end the stream cleanly after this many tokens, without [DONE]
+    error_after_tokens: int | None = None  # after this many tokens send an error event, then [DONE], as vLLM
+                                           # does when a request fails mid-stream (a KV load that failed)
     hang_s: float = 0.0                    # wait this long before answering at all (no headers meanwhile)
     refuse_status: int | None = None       # answer every completion with this HTTP status
     refuse_text: str | None = None         # ... and this plain-text body instead of an OpenAI JSON error
@@ -86,6 +88,11 @@ class StubServer:
                 await _wait(request, 3600)   # a hung server: connection open, nothing sent
             if self.end_after_tokens is not None and n > self.end_after_tokens:
                 await response.write_eof()  # a clean but early end, no [DONE]
+                return response
+            if self.error_after_tokens is not None and n > self.error_after_tokens:
+                error = {"error": {"object": "error", "message": "Internal server error", "code": 500}}
+                await response.write(f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode())
+                await response.write_eof()
                 return response
             await _wait(request, self.token_gap_s)
             chunk = {"choices": [{"text": f" w{n}"}], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n}}

@@ -275,6 +275,18 @@ def test_a_stream_closed_early_without_done_is_an_error_event(role):
             "without [DONE]" in outcome.reason
 
 
+@pytest.mark.parametrize("role", ["mixed", "decode"])
+def test_a_server_s_error_event_mid_stream_names_the_server(role):
+    failing = StubServer("failing", error_after_tokens=2)
+    stubs = {"mixed": [failing]} if role == "mixed" else {"prefill": [StubServer("p")], "decode": [failing]}
+    outcomes, table = run("monolithic" if role == "mixed" else "disaggregated", stubs, workload(2))
+    assert (table["status"] == "failed").all()
+    for outcome in outcomes:
+        assert len(outcome.token_times) == 2
+        assert outcome.reason.startswith(f"RuntimeError: stream error: {role} server 0 (http://")
+        assert outcome.reason.endswith("sent an error event: Internal server error")
+
+
 def test_a_connection_dropped_mid_stream_names_the_server_and_what_arrived():
     stubs = {"mixed": [StubServer("crash", fail_after_tokens=2)]}
     outcomes, table = run("monolithic", stubs, workload(1))
