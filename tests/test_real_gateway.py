@@ -262,29 +262,20 @@ def test_an_upstream_that_cannot_be_connected_to_gets_a_504_after_connect_s():
     assert all(o.reason.startswith("HTTP 50") for o in outcomes)
 
 
+@pytest.mark.parametrize("stub, tokens, reason_end", [
+    ({"end_after_tokens": 3}, 3, "without [DONE]"),
+    ({"error_after_tokens": 2}, 2, "sent an error event: Internal server error"),   # vLLM's own, e.g. a failed KV load
+], ids=["closed early", "error event"])
 @pytest.mark.parametrize("role", ["mixed", "decode"])
-def test_a_stream_closed_early_without_done_is_an_error_event(role):
-    early = StubServer("early", end_after_tokens=3)
-    stubs = {"mixed": [early]} if role == "mixed" else {"prefill": [StubServer("p")], "decode": [early]}
+def test_a_stream_that_ends_badly_ends_with_an_error_event_naming_the_server(role, stub, tokens, reason_end):
+    bad = StubServer("bad", **stub)
+    stubs = {"mixed": [bad]} if role == "mixed" else {"prefill": [StubServer("p")], "decode": [bad]}
     outcomes, table = run("monolithic" if role == "mixed" else "disaggregated", stubs, workload(2))
     assert (table["status"] == "failed").all()
     for outcome in outcomes:
-        assert len(outcome.token_times) == 3
-        assert outcome.reason.startswith(f"RuntimeError: stream error: {role} server 0 (")
-        assert outcome.reason.endswith("ended its stream after 3 chunks' bytes without [DONE]") or \
-            "without [DONE]" in outcome.reason
-
-
-@pytest.mark.parametrize("role", ["mixed", "decode"])
-def test_a_server_s_error_event_mid_stream_names_the_server(role):
-    failing = StubServer("failing", error_after_tokens=2)
-    stubs = {"mixed": [failing]} if role == "mixed" else {"prefill": [StubServer("p")], "decode": [failing]}
-    outcomes, table = run("monolithic" if role == "mixed" else "disaggregated", stubs, workload(2))
-    assert (table["status"] == "failed").all()
-    for outcome in outcomes:
-        assert len(outcome.token_times) == 2
+        assert len(outcome.token_times) == tokens
         assert outcome.reason.startswith(f"RuntimeError: stream error: {role} server 0 (http://")
-        assert outcome.reason.endswith("sent an error event: Internal server error")
+        assert outcome.reason.endswith(reason_end)
 
 
 def test_a_connection_dropped_mid_stream_names_the_server_and_what_arrived():
