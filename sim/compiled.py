@@ -13,8 +13,9 @@ The `.py` files stay the source of truth, and they run as they are, through the 
 installed by `use_sources`, when
 
 - `PDSIM_PURE_PYTHON=1` is set (profiling with cProfile, a debugger, a quick edit-and-run);
-- no build exists (a plain checkout on `PYTHONPATH`, as `experiments/benchmark_speed.py --at`
-  makes), silently;
+- no build exists: silently in a plain checkout on `PYTHONPATH` (as `experiments/benchmark_speed.py
+  --at` makes), with a warning after an install whose compilation failed (no C compiler:
+  setup.py lets the install go on);
 - any of them changed since the build: compiled modules call each other directly, so one
   stale module makes the whole group stale. A warning names the changed files and how to
   rebuild (`pip install -e .`).
@@ -60,8 +61,12 @@ def _built_digests() -> dict[str, str] | None:
 
 
 def _is_built() -> bool:
-    suffixes = importlib.machinery.EXTENSION_SUFFIXES
-    return any((PACKAGE_DIR / f"{name}{suffix}").exists() for name in COMPILED for suffix in suffixes)
+    """Whether the group's library and every compiled module's extension exist (a build without a
+    C compiler leaves none; setup.py lets the install go on)."""
+    def exists(name: str) -> bool:
+        return any((PACKAGE_DIR / f"{name}{suffix}").exists() for suffix in importlib.machinery.EXTENSION_SUFFIXES)
+
+    return exists(f"{GROUP.rpartition('.')[2]}__mypyc") and all(exists(name) for name in COMPILED)
 
 
 class _SourceFinder:
@@ -82,11 +87,18 @@ def use_sources() -> None:
 
 def guard() -> bool:
     """Decide, once per process, whether the compiled modules run; True if they do."""
-    if os.environ.get(PURE_PYTHON_VARIABLE) == "1" or not _is_built():
+    if os.environ.get(PURE_PYTHON_VARIABLE) == "1":
         use_sources()
         return False
-    built = _built_digests() or {}
-    changed = [f"sim/{name}.py" for name, digest in source_digests().items() if built.get(name) != digest]
+    built = _built_digests()
+    if not _is_built():
+        if built is not None:   # setup.py ran (it records the sources first), and compiling failed
+            warnings.warn("the simulator's compiled modules were not built (pip install -v shows why; mypyc needs a "
+                          "C compiler and Python's headers): running them from source (same results, slower)",
+                          stacklevel=2)
+        use_sources()
+        return False
+    changed = [f"sim/{name}.py" for name, digest in source_digests().items() if (built or {}).get(name) != digest]
     if changed:
         warnings.warn(f"{', '.join(changed)} changed since the simulator's compiled modules were built: running "
                       "them all from source (same results, slower). Rebuild with `pip install -e .`", stacklevel=2)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import sim
-from sim.compiled import COMPILED, PURE_PYTHON_VARIABLE
+from sim.compiled import COMPILED, DIGESTS, PURE_PYTHON_VARIABLE
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -93,6 +93,18 @@ def test_a_module_edited_after_the_build_sends_all_of_them_to_their_sources(tmp_
     assert path == str(copy / "cluster.py")
     assert "sim/engine.py changed since the simulator's compiled modules were built" in warnings
     assert "sim/cluster.py" not in warnings
+
+
+@pytest.mark.skipif(PURE, reason=f"{PURE_PYTHON_VARIABLE}=1 silences both cases")
+def test_without_a_build_the_sources_run_silently_in_a_checkout_and_with_a_warning_after_a_failed_install(tmp_path):
+    copy = tmp_path / "sim"
+    shutil.copytree(ROOT / "sim", copy, ignore=shutil.ignore_patterns("__pycache__", "*.so", DIGESTS))
+    path, warnings = _file_of("sim.engine", tmp_path)   # a plain checkout
+    assert path == str(copy / "engine.py") and "compiled modules" not in warnings
+    (copy / DIGESTS).write_text("")   # setup.py records the sources before compiling, which then failed
+    path, warnings = _file_of("sim.engine", tmp_path)
+    assert path == str(copy / "engine.py")
+    assert "the simulator's compiled modules were not built" in warnings
 
 
 if __name__ == "__main__":   # `_run_from_source`'s child
